@@ -1,0 +1,113 @@
+// Package test holds strata's integration tests: they mount real unions (strata
+// through FUSE, and kernel overlayfs as the reference) and check what processes
+// see through them. They need root and /dev/fuse; without them they skip.
+package test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/unionfs"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// requireRoot skips t unless the test can mount: root and /dev/fuse.
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+}
+
+// stack is a fresh set of layer directories under one temp dir.
+type stack struct {
+	Lowers []string // top first
+	Upper  string
+	Work   string
+}
+
+// newStack makes n empty lower layers and an upper and a work dir under a fresh
+// t.TempDir. fill, if not nil, is called with each lower dir, bottom layer first
+// (index 0 is the bottom), to populate it.
+func newStack(t testing.TB, n int, fill func(i int, dir string)) stack {
+	t.Helper()
+	base := t.TempDir()
+	var s stack
+	for i := 0; i < n; i++ {
+		d := filepath.Join(base, "layer"+string(rune('0'+i)))
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if fill != nil {
+			fill(i, d)
+		}
+		s.Lowers = append([]string{d}, s.Lowers...) // top first
+	}
+	s.Upper = filepath.Join(base, "upper")
+	s.Work = filepath.Join(base, "work")
+	for _, d := range []string{s.Upper, s.Work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// mountStrata mounts s with strata on a fresh directory and unmounts it when the
+// test ends, pass or fail.
+func mountStrata(t testing.TB, s stack, f whiteout.Format) string {
+	t.Helper()
+	requireRoot(t)
+	mnt := filepath.Join(t.TempDir(), "merged")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := unionfs.Mount(mnt, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: f})
+	if err != nil {
+		t.Fatalf("mount strata: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount strata %s: %v (detaching)", mnt, err)
+			_ = unix.Unmount(mnt, unix.MNT_DETACH) // last resort: never leave a mount behind
+		}
+		srv.Wait()
+	})
+	return mnt
+}
+
+// mountOverlay mounts s with kernel overlayfs, the reference, and unmounts it
+// when the test ends.
+func mountOverlay(t testing.TB, s stack) string {
+	t.Helper()
+	requireRoot(t)
+	mnt := filepath.Join(t.TempDir(), "merged")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := "lowerdir=" + strings.Join(s.Lowers, ":")
+	if s.Upper != "" {
+		opts += ",upperdir=" + s.Upper + ",workdir=" + s.Work
+	}
+	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
+		if errors.Is(err, unix.ENODEV) {
+			t.Skip("no kernel overlayfs here")
+		}
+		t.Fatalf("mount overlay: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmount overlay %s: %v (detaching)", mnt, err)
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	return mnt
+}
