@@ -1,8 +1,18 @@
 package unionfs
 
 import (
-	"github.com/hanwen/go-fuse/v2/fuse"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"sync"
+	"time"
 
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -26,19 +36,168 @@ type Config struct {
 	FsName string
 	// Debug logs every FUSE request.
 	Debug bool
+	// Logger receives diagnostics (passthrough refused, and the like); nil
+	// means the standard logger.
+	Logger *log.Logger
 }
 
 // Server is a mounted union.
 type Server struct {
-	fuse *fuse.Server
+	fuse      *fuse.Server
+	union     *union
+	closeOnce sync.Once
 }
 
+// cacheTimeout is how long the kernel may trust entries and attributes. strata
+// is the only writer of the upper while mounted and lower layers never change,
+// so the kernel's own view stays true; the timeout only bounds memory.
+const cacheTimeout = time.Hour
+
 // Mount mounts the union described by cfg on mountpoint and returns once the
-// kernel answers requests for it. The union is served until Unmount.
-func Mount(mountpoint string, cfg Config) (*Server, error) { panic("TODO") }
+// kernel answers requests for it. The union is served until Unmount. On error
+// nothing is mounted and every descriptor is closed.
+func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
+	if len(cfg.Lowers) == 0 {
+		return nil, errors.New("mount: no lower layer")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = log.Default()
+	}
+	u := &union{layers: make([]*layer, 1+len(cfg.Lowers))}
+	defer func() {
+		if err != nil {
+			u.close()
+		}
+	}()
+	var devs []uint64
+	if cfg.Upper != "" {
+		f := cfg.Whiteout
+		if f == nil {
+			f = whiteout.OCI
+		}
+		if u.upper, err = cow.Open(cfg.Upper, cfg.Work, f, !cfg.Volatile); err != nil {
+			return nil, err
+		}
+		l, err := openLayer(cfg.Upper)
+		if err != nil {
+			return nil, err
+		}
+		u.layers[upperLayer] = l
+		devs = append(devs, l.dev)
+	}
+	for i, p := range cfg.Lowers {
+		l, err := openLayer(p)
+		if err != nil {
+			return nil, err
+		}
+		u.layers[1+i] = l
+		devs = append(devs, l.dev)
+	}
+	u.ids.init(devs)
+
+	top := 1
+	if u.upper != nil {
+		top = upperLayer
+	}
+	var st unix.Statx_t
+	if err := u.statx(top, "", &st); err != nil {
+		return nil, err
+	}
+	rootID := u.ids.of(top, &st, 0, "")
+	root := &node{u: u, layer: top, dirLayers: u.allLayers()}
+
+	timeout := cacheTimeout
+	fsname := cfg.FsName
+	if fsname == "" {
+		fsname = "strata"
+	}
+	mopts := fuse.MountOptions{
+		FsName:               fsname,
+		Name:                 "strata",
+		AllowOther:           os.Geteuid() == 0,
+		Options:              append([]string{"default_permissions"}, cfg.Options...),
+		MaxWrite:             1 << 20,
+		EnableSymlinkCaching: true,
+		DirectMount:          true,
+		Debug:                cfg.Debug,
+		Logger:               logger,
+	}
+	if u.upper == nil {
+		mopts.Options = append(mopts.Options, "ro")
+	}
+	opts := &fs.Options{
+		MountOptions:    mopts,
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: rootID.Ino, Gen: rootID.Gen},
+		Logger:          logger,
+	}
+	server, err := fs.Mount(mountpoint, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	u.passthrough = probePassthrough(server, logger)
+	return &Server{fuse: server, union: u}, nil
+}
+
+// probePassthrough registers a throw-away backing file to learn whether the
+// kernel takes them. go-fuse would otherwise find out at the first open and turn
+// passthrough off silently for the whole mount.
+func probePassthrough(s *fuse.Server, logger *log.Logger) bool {
+	exe, err := os.Executable()
+	if err != nil {
+		return false
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	id, errno := s.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
+	if errno != 0 {
+		logger.Printf("strata: FUSE passthrough unavailable (%v): file data goes through the daemon", errno)
+		return false
+	}
+	_ = s.UnregisterBackingFd(id) // a probe; the id was never handed out
+	return true
+}
+
+func openLayer(path string) (*layer, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open layer", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		_ = unix.Close(fd) // already failing
+		return nil, &os.PathError{Op: "stat layer", Path: path, Err: err}
+	}
+	return &layer{path: path, root: fd, dev: st.Dev}, nil
+}
+
+func (u *union) close() error {
+	var errs []error
+	for _, l := range u.layers {
+		if l != nil {
+			errs = append(errs, unix.Close(l.root))
+		}
+	}
+	if u.upper != nil {
+		errs = append(errs, u.upper.Close())
+	}
+	return errors.Join(errs...)
+}
 
 // Unmount unmounts the union; it fails with EBUSY while a process uses it.
 func (s *Server) Unmount() error { return s.fuse.Unmount() }
 
-// Wait returns when the union has been unmounted.
-func (s *Server) Wait() { s.fuse.Wait() }
+// Wait returns when the union has been unmounted, and releases its layers.
+func (s *Server) Wait() {
+	s.fuse.Wait()
+	s.closeOnce.Do(func() {
+		_ = s.union.close() // descriptors only; nothing to report after unmount
+	})
+}

@@ -1,0 +1,288 @@
+package unionfs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/beneath"
+	"github.com/strata-fs/strata/internal/xattr"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+var _ = (fs.NodeSetattrer)((*node)(nil))
+
+// Setattr copies the node up (only the bytes a truncation keeps) and changes the
+// upper copy: owner first, since chown clears set-id bits, then mode, size and
+// times, so that an explicit mtime is not clobbered by the truncation.
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	size, hasSize := in.GetSize()
+	cp := int64(-1)
+	if hasSize {
+		cp = int64(size)
+	}
+	if err := n.copyUp(cp); err != nil {
+		return toErrno(err)
+	}
+	rel := n.rel()
+	if n.isOrphan() {
+		// Unlinked but open: change the file through the caller's descriptor.
+		fh, ok := f.(*file)
+		if !ok || fh.lower {
+			return syscall.ESTALE
+		}
+		return n.setattrFd(fh.fd, in, out)
+	}
+	dir, name := beneath.Split(rel)
+	dfd, err := beneath.OpenDir(n.u.layers[upperLayer].root, dir)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(dfd)
+	if name == "" {
+		name = "."
+	}
+
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := unix.Fchownat(dfd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return toErrno(err)
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		if n.StableAttr().Mode == syscall.S_IFLNK {
+			return syscall.EOPNOTSUPP
+		}
+		if err := unix.Fchmodat(dfd, name, mode&07777, 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	if hasSize {
+		if fh, ok := f.(*file); ok && !fh.lower {
+			err = unix.Ftruncate(fh.fd, int64(size))
+		} else {
+			err = truncateAt(dfd, name, int64(size))
+		}
+		if err != nil {
+			return toErrno(err)
+		}
+	}
+	if ts, ok := timesOf(in); ok {
+		if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return toErrno(err)
+		}
+	}
+	var st unix.Statx_t
+	if err := n.u.statx(upperLayer, rel, &st); err != nil {
+		return toErrno(err)
+	}
+	attrFromStatx(&out.Attr, &st)
+	n.fixAttr(&out.Attr)
+	return 0
+}
+
+// setattrFd applies in to an upper file reachable only through fd.
+func (n *node) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := unix.Fchown(fd, u, g); err != nil {
+			return toErrno(err)
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		if err := unix.Fchmod(fd, mode&07777); err != nil {
+			return toErrno(err)
+		}
+	}
+	if size, ok := in.GetSize(); ok {
+		if err := unix.Ftruncate(fd, int64(size)); err != nil {
+			return toErrno(err)
+		}
+	}
+	if ts, ok := timesOf(in); ok {
+		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+			// utimensat(fd, NULL) is the descriptor form; x/sys has no NULL
+			// path, and AT_EMPTY_PATH is refused on old kernels.
+			return toErrno(err)
+		}
+	}
+	return n.fstat(fd, out)
+}
+
+func truncateAt(dfd int, name string, size int64) error {
+	fd, err := beneath.Open(dfd, name, unix.O_WRONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Ftruncate(fd, size)
+}
+
+// timesOf turns the times of a SETATTR into utimensat's pair, UTIME_OMIT for the
+// one not given.
+func timesOf(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if !mok && !aok {
+		return nil, false
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if aok {
+		ts[0] = unix.NsecToTimespec(atime.UnixNano())
+	}
+	if mok {
+		ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+	}
+	return ts, true
+}
+
+// loadXattrs fills the node's xattr cache from its layer, once. The cache is
+// kept true by Setxattr and Removexattr, the only ways the union changes xattrs;
+// a copy-up carries them over unchanged.
+func (n *node) loadXattrs() (map[string][]byte, error) {
+	n.mu.Lock()
+	if n.xattrs != nil {
+		defer n.mu.Unlock()
+		return n.xattrs, nil
+	}
+	l := n.layer
+	n.mu.Unlock()
+
+	rel := n.rel()
+	root := n.u.layers[l].root
+	names, err := xattr.List(root, rel)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string][]byte, len(names))
+	for _, name := range names {
+		if whiteout.IsPrivateXattr(name) {
+			continue
+		}
+		v, err := xattr.Get(root, rel, name)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m[name] = v
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.xattrs == nil {
+		n.xattrs = m
+	}
+	return n.xattrs, nil
+}
+
+var _ = (fs.NodeGetxattrer)((*node)(nil))
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if whiteout.IsPrivateXattr(attr) {
+		return 0, syscall.ENODATA
+	}
+	m, err := n.loadXattrs()
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	n.mu.Lock()
+	v, ok := m[attr]
+	n.mu.Unlock()
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+var _ = (fs.NodeListxattrer)((*node)(nil))
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	m, err := n.loadXattrs()
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	n.mu.Lock()
+	var list []byte
+	for name := range m {
+		list = append(list, name...)
+		list = append(list, 0)
+	}
+	n.mu.Unlock()
+	if len(dest) < len(list) {
+		return uint32(len(list)), syscall.ERANGE
+	}
+	return uint32(copy(dest, list)), 0
+}
+
+var _ = (fs.NodeSetxattrer)((*node)(nil))
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if whiteout.IsPrivateXattr(attr) {
+		return syscall.EPERM
+	}
+	if _, err := n.loadXattrs(); err != nil {
+		return toErrno(err)
+	}
+	if err := n.copyUp(-1); err != nil {
+		return toErrno(err)
+	}
+	if err := xattr.Set(n.u.layers[upperLayer].root, n.rel(), attr, data, int(flags)); err != nil {
+		return toErrno(err)
+	}
+	n.mu.Lock()
+	n.xattrs[attr] = append([]byte(nil), data...)
+	n.mu.Unlock()
+	return 0
+}
+
+var _ = (fs.NodeRemovexattrer)((*node)(nil))
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if whiteout.IsPrivateXattr(attr) {
+		return syscall.ENODATA
+	}
+	m, err := n.loadXattrs()
+	if err != nil {
+		return toErrno(err)
+	}
+	n.mu.Lock()
+	_, ok := m[attr]
+	n.mu.Unlock()
+	if !ok {
+		return syscall.ENODATA // no copy-up for nothing
+	}
+	if err := n.copyUp(-1); err != nil {
+		return toErrno(err)
+	}
+	if err := xattr.Remove(n.u.layers[upperLayer].root, n.rel(), attr); err != nil {
+		return toErrno(err)
+	}
+	n.mu.Lock()
+	delete(n.xattrs, attr)
+	n.mu.Unlock()
+	return 0
+}

@@ -1,0 +1,186 @@
+package unionfs
+
+import (
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/internal/beneath"
+)
+
+// errReadOnly is the answer of a read-only union to every change.
+var errReadOnly = syscall.EROFS
+
+// copyUp brings the node into the upper layer, its parents first; size limits the
+// data copied (see cow.Options). It is a no-op for a node already there.
+func (n *node) copyUp(size int64) error {
+	if n.u.readOnly() {
+		return errReadOnly
+	}
+	if n.where() == upperLayer {
+		return nil
+	}
+	p, name := n.parent()
+	if p == nil {
+		// Unlinked while open: there is no name to copy it to.
+		return syscall.ESTALE
+	}
+	if err := p.copyUp(-1); err != nil {
+		return err
+	}
+
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+	n.mu.Lock()
+	from := n.layer
+	n.mu.Unlock()
+	if from == upperLayer {
+		return nil // another writer copied it while we waited
+	}
+	rel := n.rel()
+	st, err := n.u.upper.CopyUp(cow.Source{Root: n.u.layers[from].root, Rel: rel}, rel, cow.Options{Size: size})
+	if err != nil {
+		return fmt.Errorf("copy-up %s: %w", rel, err)
+	}
+	n.u.ids.copiedUp(&st, n.StableAttr())
+
+	n.mu.Lock()
+	n.layer = upperLayer
+	if n.dirLayers != nil {
+		n.dirLayers = append([]int{upperLayer}, n.dirLayers...)
+		if n.idx != nil {
+			n.idx.layers = append([]int{upperLayer}, n.idx.layers...)
+		}
+	}
+	if n.lowerBacked {
+		n.noPassthrough = true
+	}
+	n.mu.Unlock()
+
+	p.mu.Lock()
+	if p.idx != nil {
+		if e, ok := p.idx.names[name]; ok {
+			e.layer = upperLayer
+			e.below = true
+			if e.layers != nil {
+				e.layers = append([]int{upperLayer}, e.layers...)
+			}
+		}
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// copyUpTree copies the whole merged directory n, every entry below it, into the
+// upper, so that the upper alone holds what the union shows there. A rename of a
+// lower directory needs it: the directory's lower parts cannot move.
+func (n *node) copyUpTree() error {
+	if err := n.copyUp(-1); err != nil {
+		return err
+	}
+	return n.u.copyTreeBelow(n.rel(), n, nil)
+}
+
+// copyTreeBelow copies up every entry of the merged directory rel, recursively.
+// dir is the directory's node when there is one, so that its listing and its
+// children's nodes learn where their entries live now; without a node, layers
+// are the directory's layers.
+func (u *union) copyTreeBelow(rel string, dir *node, layers []int) error {
+	var idx *dirIndex
+	var err error
+	if dir != nil {
+		idx, err = dir.index()
+	} else {
+		idx, err = u.buildIndex(rel, layers)
+	}
+	if err != nil {
+		return err
+	}
+	if dir != nil {
+		dir.mu.Lock()
+	}
+	type todo struct {
+		name string
+		e    entry
+	}
+	var list []todo
+	for _, name := range idx.list() {
+		list = append(list, todo{name, *idx.names[name]})
+	}
+	if dir != nil {
+		dir.mu.Unlock()
+	}
+	for _, t := range list {
+		crel := beneath.Join(rel, t.name)
+		var child *node
+		if dir != nil {
+			if ch := dir.GetChild(t.name); ch != nil {
+				child = ch.Operations().(*node)
+			}
+		}
+		if child != nil {
+			if err := child.copyUp(-1); err != nil {
+				return err
+			}
+		} else if t.e.layer != upperLayer {
+			if err := u.copyUpEntry(dir, rel, t.name, &t.e); err != nil {
+				return err
+			}
+		}
+		if t.e.mode == syscall.S_IFDIR {
+			layers := t.e.layers
+			if t.e.layer != upperLayer {
+				layers = append([]int{upperLayer}, layers...)
+			}
+			if err := u.copyTreeBelow(crel, child, layers); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// copyUpEntry copies up one entry that has no node, recording the identity it had
+// so that a later lookup finds the same inode number.
+func (u *union) copyUpEntry(dir *node, dirRel, name string, e *entry) error {
+	rel := beneath.Join(dirRel, name)
+	var before unix.Statx_t
+	if err := u.statx(e.layer, rel, &before); err != nil {
+		return err
+	}
+	var parentIno uint64
+	if dir != nil {
+		parentIno = dir.StableAttr().Ino
+	}
+	id := u.ids.of(e.layer, &before, parentIno, name)
+	st, err := u.upper.CopyUp(cow.Source{Root: u.layers[e.layer].root, Rel: rel}, rel, cow.Options{Size: -1})
+	if err != nil {
+		return fmt.Errorf("copy-up %s: %w", rel, err)
+	}
+	u.ids.copiedUp(&st, id)
+	if dir != nil {
+		dir.mu.Lock()
+		if de, ok := dir.idx.names[name]; ok {
+			de.layer = upperLayer
+			de.below = true
+			if de.layers != nil {
+				de.layers = append([]int{upperLayer}, de.layers...)
+			}
+		}
+		dir.mu.Unlock()
+	}
+	return nil
+}
+
+func (u *union) allLayers() []int {
+	var ls []int
+	for i, l := range u.layers {
+		if l != nil {
+			ls = append(ls, i)
+		}
+	}
+	return ls
+}
+

@@ -1,0 +1,149 @@
+package unionfs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/beneath"
+)
+
+// file is an open regular file: a descriptor of the layer file that holds the
+// node's data. With passthrough the kernel reads and writes that descriptor's
+// file itself and these methods only see what it does not take over.
+type file struct {
+	node        *node
+	fd          int
+	lower       bool // fd is a lower layer's file, opened read-only
+	passthrough bool
+
+	mu     sync.Mutex
+	closed bool
+}
+
+var (
+	_ = (fs.FilePassthroughFder)((*file)(nil))
+	_ = (fs.FileReader)((*file)(nil))
+	_ = (fs.FileWriter)((*file)(nil))
+	_ = (fs.FileFsyncer)((*file)(nil))
+	_ = (fs.FileFlusher)((*file)(nil))
+	_ = (fs.FileReleaser)((*file)(nil))
+	_ = (fs.FileLseeker)((*file)(nil))
+	_ = (fs.FileAllocater)((*file)(nil))
+)
+
+// PassthroughFd offers the descriptor as the kernel's backing file, unless the
+// node must not use passthrough (see the package doc).
+func (f *file) PassthroughFd() (int, bool) {
+	return f.fd, f.passthrough
+}
+
+func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := unix.Pread(f.fd, dest, off)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if f.lower {
+		return 0, syscall.EBADF // never reached: writers open the upper copy
+	}
+	n, err := unix.Pwrite(f.fd, data, off)
+	return uint32(n), toErrno(err)
+}
+
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	const fdatasync = 1 // FUSE_FSYNC_FDATASYNC
+	if flags&fdatasync != 0 {
+		return toErrno(unix.Fdatasync(f.fd))
+	}
+	return toErrno(unix.Fsync(f.fd))
+}
+
+// Flush is close(2) of one descriptor of the file; the data is already with the
+// layer's filesystem, which reports its own errors at fsync.
+func (f *file) Flush(ctx context.Context) syscall.Errno { return 0 }
+
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return 0
+	}
+	f.closed = true
+	f.node.mu.Lock()
+	delete(f.node.fds, f)
+	f.node.mu.Unlock()
+	return toErrno(unix.Close(f.fd))
+}
+
+func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	n, err := unix.Seek(f.fd, int64(off), int(whence))
+	return uint64(n), toErrno(err)
+}
+
+func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	if f.lower {
+		return syscall.EBADF
+	}
+	return toErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
+}
+
+var _ = (fs.NodeOpener)((*node)(nil))
+
+// Open opens the node's file in its layer; a write, or O_TRUNC, copies the node
+// up first (without data when O_TRUNC makes it moot).
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+	if write {
+		size := int64(-1)
+		if flags&syscall.O_TRUNC != 0 {
+			size = 0
+		}
+		if err := n.copyUp(size); err != nil {
+			return nil, 0, toErrno(err)
+		}
+	}
+	f, err := n.openFile(int(flags))
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	return f, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// openFile opens the node's file in its current layer with open(2) flags and
+// registers the handle with the node.
+func (n *node) openFile(flags int) (*file, error) {
+	flags &^= syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY
+	l := n.where()
+	if l != upperLayer {
+		// Lower layers are read-only, whatever the caller asked.
+		flags = flags&^(syscall.O_ACCMODE|syscall.O_TRUNC|syscall.O_APPEND) | syscall.O_RDONLY
+	}
+	fd, err := beneath.Open(n.u.layers[l].root, n.rel(), flags|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	return n.addFile(fd, l != upperLayer), nil
+}
+
+func (n *node) addFile(fd int, lower bool) *file {
+	f := &file{node: n, fd: fd, lower: lower}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	f.passthrough = n.u.passthrough && !n.noPassthrough
+	if f.passthrough && lower {
+		n.lowerBacked = true
+	}
+	if n.fds == nil {
+		n.fds = map[*file]struct{}{}
+	}
+	n.fds[f] = struct{}{}
+	return f
+}

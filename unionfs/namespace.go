@@ -1,0 +1,378 @@
+package unionfs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/beneath"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// prepareCreate checks that name may be created in n and brings n into the upper.
+func (n *node) prepareCreate(name string) (*dirIndex, error) {
+	if len(name) > nameMax {
+		return nil, syscall.ENAMETOOLONG
+	}
+	if whiteout.ValidName(name) != nil {
+		// ".wh.*" would read back as a whiteout.
+		return nil, syscall.EINVAL
+	}
+	if n.u.readOnly() {
+		return nil, errReadOnly
+	}
+	idx, err := n.index()
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	_, exists := idx.names[name]
+	n.mu.Unlock()
+	if exists {
+		return nil, syscall.EEXIST
+	}
+	if err := n.copyUp(-1); err != nil {
+		return nil, err
+	}
+	return idx, nil
+}
+
+// owner is who a new entry in n belongs to: the caller, with the directory's group
+// when the directory is set-group-ID (and then a new directory inherits the bit).
+func (n *node) owner(ctx context.Context) (uid, gid int, setgid bool, err error) {
+	uid, gid = 0, 0
+	if c, ok := fuse.FromContext(ctx); ok {
+		uid, gid = int(c.Uid), int(c.Gid)
+	}
+	var st unix.Statx_t
+	if err := n.u.statx(upperLayer, n.rel(), &st); err != nil {
+		return 0, 0, false, err
+	}
+	if st.Mode&syscall.S_ISGID != 0 {
+		return uid, int(st.Gid), true, nil
+	}
+	return uid, gid, false, nil
+}
+
+// make creates name in n with create (see cow.Upper.Make) and returns its node.
+func (n *node) make(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, create func(dirfd int, name string) error) (*node, error) {
+	idx, err := n.prepareCreate(name)
+	if err != nil {
+		return nil, err
+	}
+	uid, gid, _, err := n.owner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	replaces := idx.whiteouts[name]
+	n.mu.Unlock()
+	opaque := replaces && mode&syscall.S_IFMT == syscall.S_IFDIR
+	if _, err := n.u.upper.Make(n.rel(), name, uid, gid, opaque, create); err != nil {
+		return nil, err
+	}
+	return n.added(ctx, name, replaces, out)
+}
+
+// added registers the new upper entry name of n in the index and the tree.
+// below says whether lower layers hold the name (it replaced a whiteout).
+func (n *node) added(ctx context.Context, name string, below bool, out *fuse.EntryOut) (*node, error) {
+	var st unix.Statx_t
+	if err := n.u.statx(upperLayer, beneath.Join(n.rel(), name), &st); err != nil {
+		return nil, err
+	}
+	id := n.u.ids.of(upperLayer, &st, n.StableAttr().Ino, name)
+	e := &entry{layer: upperLayer, mode: id.Mode, ino: id.Ino, below: below}
+	if id.Mode == syscall.S_IFDIR {
+		e.layers = []int{upperLayer}
+	}
+	n.mu.Lock()
+	n.idx.set(name, e)
+	delete(n.idx.whiteouts, name)
+	n.mu.Unlock()
+	ch := n.newChild(ctx, name, e, &st, out)
+	return ch.Operations().(*node), nil
+}
+
+var _ = (fs.NodeCreater)((*node)(nil))
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	fd := -1
+	child, err := n.make(ctx, name, syscall.S_IFREG, out, func(dirfd int, nm string) error {
+		var err error
+		fd, err = unix.Openat(dirfd, nm, int(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode&07777)
+		if err != nil {
+			return err
+		}
+		// The daemon's umask must not touch the mode the kernel computed.
+		return unix.Fchmod(fd, mode&07777)
+	})
+	if err != nil {
+		if fd >= 0 {
+			_ = unix.Close(fd) // the entry was not made; nothing to keep
+		}
+		return nil, nil, 0, toErrno(err)
+	}
+	f := child.addFile(fd, false)
+	return child.EmbeddedInode(), f, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (fs.NodeMkdirer)((*node)(nil))
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	child, err := n.make(ctx, name, syscall.S_IFDIR, out, func(dirfd int, nm string) error {
+		if err := unix.Mkdirat(dirfd, nm, mode&07777); err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, nm, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		// Keep a set-group-ID bit the filesystem inherited from the parent.
+		return unix.Fchmodat(dirfd, nm, mode&07777|st.Mode&syscall.S_ISGID, 0)
+	})
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return child.EmbeddedInode(), 0
+}
+
+var _ = (fs.NodeMknoder)((*node)(nil))
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if whiteout.IsOverlayWhiteout(mode, uint64(dev)) {
+		// A 0/0 character device is a whiteout on disk: it would vanish.
+		return nil, syscall.EPERM
+	}
+	child, err := n.make(ctx, name, mode, out, func(dirfd int, nm string) error {
+		if err := unix.Mknodat(dirfd, nm, mode, int(dev)); err != nil {
+			return err
+		}
+		return unix.Fchmodat(dirfd, nm, mode&07777, 0)
+	})
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return child.EmbeddedInode(), 0
+}
+
+var _ = (fs.NodeSymlinker)((*node)(nil))
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	child, err := n.make(ctx, name, syscall.S_IFLNK, out, func(dirfd int, nm string) error {
+		return unix.Symlinkat(target, dirfd, nm)
+	})
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return child.EmbeddedInode(), 0
+}
+
+var _ = (fs.NodeLinker)((*node)(nil))
+
+// Link copies the target up (a hard link cannot span layers) and links it there.
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	t, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if n.u.readOnly() {
+		return nil, errReadOnly
+	}
+	if err := t.copyUp(-1); err != nil {
+		return nil, toErrno(err)
+	}
+	idx, err := n.prepareCreate(name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	tdir, tname := beneath.Split(t.rel())
+	tdfd, err := beneath.OpenDir(n.u.layers[upperLayer].root, tdir)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer unix.Close(tdfd)
+	n.mu.Lock()
+	replaces := idx.whiteouts[name]
+	n.mu.Unlock()
+	_, err = n.u.upper.Make(n.rel(), name, -1, -1, false, func(dirfd int, nm string) error {
+		return unix.Linkat(tdfd, tname, dirfd, nm, 0)
+	})
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	child, err := n.added(ctx, name, replaces, out)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return child.EmbeddedInode(), 0
+}
+
+// lookupEntry returns a copy of the index entry for name in n.
+func (n *node) lookupEntry(name string) (entry, *dirIndex, error) {
+	idx, err := n.index()
+	if err != nil {
+		return entry{}, nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := idx.names[name]
+	if !ok {
+		return entry{}, nil, syscall.ENOENT
+	}
+	return *e, idx, nil
+}
+
+// child returns the node of name in n if the kernel knows it, else nil.
+func (n *node) child(name string) *node {
+	if ch := n.GetChild(name); ch != nil {
+		return ch.Operations().(*node)
+	}
+	return nil
+}
+
+var _ = (fs.NodeUnlinker)((*node)(nil))
+
+// Unlink removes name; a name that a lower layer holds is replaced by a whiteout.
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	e, _, err := n.lookupEntry(name)
+	if err != nil {
+		return toErrno(err)
+	}
+	if e.mode == syscall.S_IFDIR {
+		return syscall.EISDIR
+	}
+	return toErrno(n.remove(name, &e, false))
+}
+
+var _ = (fs.NodeRmdirer)((*node)(nil))
+
+// Rmdir removes a directory that is empty in the merged view; what the upper holds
+// of it (whiteouts, markers) goes with it.
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	e, _, err := n.lookupEntry(name)
+	if err != nil {
+		return toErrno(err)
+	}
+	if e.mode != syscall.S_IFDIR {
+		return syscall.ENOTDIR
+	}
+	empty, err := n.emptyDir(name, &e)
+	if err != nil {
+		return toErrno(err)
+	}
+	if !empty {
+		return syscall.ENOTEMPTY
+	}
+	return toErrno(n.remove(name, &e, true))
+}
+
+// emptyDir reports whether the directory entry e, named name in n, shows no
+// entries in the merged view.
+func (n *node) emptyDir(name string, e *entry) (bool, error) {
+	var idx *dirIndex
+	var err error
+	if ch := n.child(name); ch != nil {
+		idx, err = ch.index()
+		if err == nil {
+			ch.mu.Lock()
+			defer ch.mu.Unlock()
+		}
+	} else {
+		idx, err = n.u.buildIndex(beneath.Join(n.rel(), name), e.layers)
+	}
+	if err != nil {
+		return false, err
+	}
+	return len(idx.names) == 0, nil
+}
+
+// remove takes name (entry e) out of n: a whiteout when a lower layer holds it,
+// else a plain removal from the upper.
+func (n *node) remove(name string, e *entry, dir bool) error {
+	if n.u.readOnly() {
+		return errReadOnly
+	}
+	needWhiteout := e.layer != upperLayer || e.below
+	if err := n.copyUp(-1); err != nil {
+		return err
+	}
+	rel := n.rel()
+	crel := beneath.Join(rel, name)
+	var gone *unix.Statx_t // the upper inode that loses its last name
+	if e.layer == upperLayer {
+		var st unix.Statx_t
+		if err := n.u.statx(upperLayer, crel, &st); err != nil {
+			return err
+		}
+		if st.Nlink <= 1 || dir {
+			gone = &st
+		}
+	}
+	var err error
+	switch {
+	case needWhiteout:
+		err = n.u.upper.Whiteout(rel, name)
+	case dir:
+		err = n.u.unlinkUpper(rel, name, unix.AT_REMOVEDIR)
+		if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+			// Only whiteouts and markers are left in it.
+			err = n.u.upper.RemoveAll(crel)
+		}
+	default:
+		err = n.u.unlinkUpper(rel, name, 0)
+	}
+	if err != nil {
+		return err
+	}
+	if gone != nil {
+		n.u.ids.forget(unix.Mkdev(gone.Dev_major, gone.Dev_minor), gone.Ino)
+	}
+	n.mu.Lock()
+	n.idx.remove(name)
+	if needWhiteout {
+		n.idx.whiteouts[name] = true
+	}
+	n.mu.Unlock()
+	if ch := n.child(name); ch != nil && e.layer != upperLayer {
+		ch.mu.Lock()
+		ch.unlinked = true
+		ch.mu.Unlock()
+	}
+	return nil
+}
+
+func (u *union) unlinkUpper(dirRel, name string, flags int) error {
+	dfd, err := beneath.OpenDir(u.layers[upperLayer].root, dirRel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := unix.Unlinkat(dfd, name, flags); err != nil {
+		return &fsError{op: "unlinkat", layer: upperLayer, rel: beneath.Join(dirRel, name), err: err}
+	}
+	return nil
+}
+
+var _ = (fs.NodeFsyncer)((*node)(nil))
+
+// Fsync of a directory reaches the upper's copy of it, so that a rename or create
+// made durable by the caller is durable in the upper.
+func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if fh, ok := f.(*file); ok {
+		return fh.Fsync(ctx, flags)
+	}
+	if n.u.readOnly() || n.where() != upperLayer {
+		return 0
+	}
+	fd, err := beneath.Open(n.u.layers[upperLayer].root, n.rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(fd)
+	return toErrno(unix.Fsync(fd))
+}

@@ -1,0 +1,205 @@
+package unionfs
+
+import (
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/internal/beneath"
+)
+
+// upperLayer is the index of the upper layer in union.layers.
+const upperLayer = 0
+
+// layer is one directory of the stack, opened once for the life of the mount.
+type layer struct {
+	path string // as given, for messages
+	root int    // O_PATH descriptor of the layer's root directory
+	dev  uint64 // device of the root
+}
+
+// union is the state shared by every node of one mount.
+type union struct {
+	// layers[0] is the upper, nil in a read-only union; layers[1:] are the
+	// lowers, top first.
+	layers []*layer
+	upper  *cow.Upper // nil in a read-only union
+
+	ids identities
+
+	// passthrough is false when the kernel refused a backing file, so that no
+	// handle offers one (go-fuse would turn it off for the whole mount anyway).
+	passthrough bool
+}
+
+func (u *union) readOnly() bool { return u.upper == nil }
+
+// statx reads the attributes of rel in layer l without following a final
+// symlink. Every directory on the way is a directory in that layer (the indexes
+// that led here say so), so the path crosses no symlink.
+func (u *union) statx(l int, rel string, st *unix.Statx_t) error {
+	if rel == "" {
+		rel = "."
+	}
+	const mask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
+	if len(rel) < unix.PathMax {
+		err := unix.Statx(u.layers[l].root, rel, unix.AT_SYMLINK_NOFOLLOW|unix.AT_EMPTY_PATH, mask, st)
+		if err != nil {
+			return &fsError{op: "statx", layer: l, rel: rel, err: err}
+		}
+		return nil
+	}
+	dir, name := beneath.Split(rel)
+	fd, err := beneath.OpenDir(u.layers[l].root, dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Statx(fd, name, unix.AT_SYMLINK_NOFOLLOW, mask, st); err != nil {
+		return &fsError{op: "statx", layer: l, rel: rel, err: err}
+	}
+	return nil
+}
+
+// fsError is a failed syscall on a layer: which call, which layer, which path.
+type fsError struct {
+	op    string
+	layer int
+	rel   string
+	err   error
+}
+
+func (e *fsError) Error() string { return fmt.Sprintf("%s layer %d %q: %v", e.op, e.layer, e.rel, e.err) }
+func (e *fsError) Unwrap() error { return e.err }
+
+// identities hands out the inode numbers the union reports.
+//
+// An entry's number is its inode number in the layer where it was first found,
+// prefixed with the index of that layer's device when layers span devices, so
+// that numbers from different filesystems never collide. Two tables keep numbers
+// stable where the disk would not: copied maps an upper inode to the number its
+// lower original had, and linked gives each name of a multiply-linked lower
+// file its own number.
+type identities struct {
+	mu      sync.Mutex
+	devs    map[uint64]uint64 // device -> index, in the order first seen
+	copied  map[devIno]fs.StableAttr
+	linked  map[linkKey]uint64
+	nextIno uint64 // for linked and for inode numbers too large to prefix
+	big     map[devIno]uint64
+}
+
+type devIno struct{ dev, ino uint64 }
+
+type linkKey struct {
+	parent uint64
+	name   string
+}
+
+const (
+	devShift  = 48
+	inoMask   = 1<<devShift - 1
+	synthBase = 1 << 63 // synthetic numbers live above every prefixed one
+)
+
+func (t *identities) init(devs []uint64) {
+	t.devs = map[uint64]uint64{}
+	t.copied = map[devIno]fs.StableAttr{}
+	t.linked = map[linkKey]uint64{}
+	t.big = map[devIno]uint64{}
+	t.nextIno = synthBase
+	for _, d := range devs {
+		if _, ok := t.devs[d]; !ok {
+			t.devs[d] = uint64(len(t.devs))
+		}
+	}
+}
+
+// number maps (dev, ino) of a layer entry to the union's inode number, not
+// counting copy-ups.
+func (t *identities) number(dev, ino uint64) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.numberLocked(dev, ino)
+}
+
+func (t *identities) numberLocked(dev, ino uint64) uint64 {
+	idx, ok := t.devs[dev]
+	if !ok {
+		// A filesystem mounted inside a layer.
+		idx = uint64(len(t.devs))
+		t.devs[dev] = idx
+	}
+	if ino&^inoMask != 0 || idx >= 1<<(63-devShift) {
+		k := devIno{dev, ino}
+		n, ok := t.big[k]
+		if !ok {
+			n = t.nextIno
+			t.nextIno++
+			t.big[k] = n
+		}
+		return n
+	}
+	return idx<<devShift | ino
+}
+
+// direntIno is the number readdir reports for an entry of layer l with d_ino
+// ino, so that it matches what lookup will say.
+func (t *identities) direntIno(l int, dev, ino uint64) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l == upperLayer {
+		if id, ok := t.copied[devIno{dev, ino}]; ok {
+			return id.Ino
+		}
+	}
+	return t.numberLocked(dev, ino)
+}
+
+// of returns the identity of an entry of layer l found as name in the directory
+// whose number is parent.
+func (t *identities) of(l int, st *unix.Statx_t, parent uint64, name string) fs.StableAttr {
+	dev := unix.Mkdev(st.Dev_major, st.Dev_minor)
+	mode := uint32(st.Mode) & syscall.S_IFMT
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l == upperLayer {
+		if id, ok := t.copied[devIno{dev, st.Ino}]; ok {
+			return id
+		}
+	}
+	gen := uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
+	if gen == 0 {
+		gen = 1
+	}
+	if l != upperLayer && mode != syscall.S_IFDIR && st.Nlink > 1 {
+		k := linkKey{parent, name}
+		n, ok := t.linked[k]
+		if !ok {
+			n = t.nextIno
+			t.nextIno++
+			t.linked[k] = n
+		}
+		return fs.StableAttr{Mode: mode, Ino: n, Gen: gen}
+	}
+	return fs.StableAttr{Mode: mode, Ino: t.numberLocked(dev, st.Ino), Gen: gen}
+}
+
+// copiedUp records that the upper entry st now stands for the node id.
+func (t *identities) copiedUp(st *unix.Stat_t, id fs.StableAttr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.copied[devIno{st.Dev, st.Ino}] = id
+}
+
+// forget drops the copy-up record of an upper inode that is gone, so that a new
+// file reusing its number is not taken for the old node.
+func (t *identities) forget(dev, ino uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.copied, devIno{dev, ino})
+}
