@@ -120,7 +120,10 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // openFile opens the node's file in its current layer with open(2) flags and
 // registers the handle with the node.
 func (n *node) openFile(flags int) (*file, error) {
-	flags &^= syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY
+	// O_DIRECT stays with the kernel's side of the file: with passthrough the
+	// kernel opens the backing file with the caller's own flags, and without it
+	// the daemon's reads need not be aligned.
+	flags &^= syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY | syscall.O_DIRECT
 	l := n.where()
 	if l != upperLayer {
 		// Lower layers are read-only, whatever the caller asked.
