@@ -1,0 +1,172 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// The benchmarks run each workload on strata and on kernel overlayfs over
+// identical stacks in the same run, and report both times and their ratio
+// ("x-overlay": above 1 is slower than the kernel). The machines are shared and
+// noisy, so only the ratio means much.
+
+const benchFileSize = 256 << 20
+
+// sideBySide times op on a strata mount and an overlay mount of two identical
+// stacks made by fill, b.N times each, interleaved.
+func sideBySide(b *testing.B, layers int, fill func(i int, dir string), op func(b *testing.B, mnt string, iter int)) {
+	requireRoot(b)
+	st := newStack(b, layers, fill)
+	ov := newStack(b, layers, fill)
+	sm := mountStrata(b, st, whiteout.OCI)
+	om := mountOverlay(b, ov)
+	var ts, to time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		op(b, sm, i)
+		t1 := time.Now()
+		op(b, om, i)
+		to += time.Since(t1)
+		ts += t1.Sub(t0)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(ts.Nanoseconds())/float64(b.N), "strata-ns/op")
+	b.ReportMetric(float64(to.Nanoseconds())/float64(b.N), "overlay-ns/op")
+	if to > 0 {
+		b.ReportMetric(float64(ts)/float64(to), "x-overlay")
+	}
+}
+
+func writeFile(b testing.TB, path string, size int) {
+	b.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	for size > 0 {
+		n := min(size, len(buf))
+		if _, err := f.Write(buf[:n]); err != nil {
+			b.Fatal(err)
+		}
+		size -= n
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkLookup stats 1000 names spread over three layers, each a fresh name
+// per iteration so that the kernel's caches do not answer for the daemon.
+func BenchmarkLookup(b *testing.B) {
+	sideBySide(b, 3, func(i int, dir string) {
+		for j := 0; j < 2000; j++ {
+			if j%3 == i {
+				writeFile(b, filepath.Join(dir, "d", fmt.Sprintf("f%05d", j)), 0)
+			}
+		}
+	}, func(b *testing.B, mnt string, iter int) {
+		for j := 0; j < 1000; j++ {
+			name := filepath.Join(mnt, "d", fmt.Sprintf("f%05d", (j+iter*1000)%2000))
+			if _, err := os.Lstat(name); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkReaddir lists a directory of 10k entries merged from three layers.
+func BenchmarkReaddir(b *testing.B) {
+	sideBySide(b, 3, func(i int, dir string) {
+		for j := 0; j < 10000; j++ {
+			if j%3 == i {
+				writeFile(b, filepath.Join(dir, "big", fmt.Sprintf("entry-%05d", j)), 0)
+			}
+		}
+	}, func(b *testing.B, mnt string, iter int) {
+		ents, err := os.ReadDir(filepath.Join(mnt, "big"))
+		if err != nil || len(ents) != 10000 {
+			b.Fatalf("readdir: %d entries, %v", len(ents), err)
+		}
+	})
+}
+
+// BenchmarkSeqRead reads a 256 MiB lower file in 1 MiB blocks.
+func BenchmarkSeqRead(b *testing.B) {
+	b.SetBytes(benchFileSize)
+	sideBySide(b, 1, func(i int, dir string) {
+		writeFile(b, filepath.Join(dir, "big"), benchFileSize)
+	}, func(b *testing.B, mnt string, iter int) {
+		readAll(b, filepath.Join(mnt, "big"))
+	})
+}
+
+func readAll(b *testing.B, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	total := 0
+	for {
+		n, err := f.Read(buf)
+		total += n
+		if n == 0 || err != nil {
+			break
+		}
+	}
+	if total != benchFileSize {
+		b.Fatalf("read %d bytes, want %d", total, benchFileSize)
+	}
+}
+
+// BenchmarkSeqWrite writes a new 256 MiB file in 1 MiB blocks and fsyncs it.
+func BenchmarkSeqWrite(b *testing.B) {
+	b.SetBytes(benchFileSize)
+	sideBySide(b, 1, nil, func(b *testing.B, mnt string, iter int) {
+		path := filepath.Join(mnt, fmt.Sprintf("new%d", iter))
+		writeFile(b, path, benchFileSize)
+		if err := os.Remove(path); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// BenchmarkCopyUp measures the first one-byte write into a 256 MiB lower file:
+// the latency of copy-up. Each iteration writes to another lower file.
+func BenchmarkCopyUp(b *testing.B) {
+	b.SetBytes(benchFileSize)
+	const files = 2 // lower files per stack; iterations beyond reuse none
+	sideBySide(b, 1, func(i int, dir string) {
+		for j := 0; j < files; j++ {
+			writeFile(b, filepath.Join(dir, fmt.Sprintf("big%d", j)), benchFileSize)
+		}
+	}, func(b *testing.B, mnt string, iter int) {
+		if iter >= files {
+			b.Skip("copy-up runs once per lower file; use -benchtime=1x or 2x")
+		}
+		f, err := os.OpenFile(filepath.Join(mnt, fmt.Sprintf("big%d", iter)), os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte{1}, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
