@@ -9,8 +9,17 @@
 package cow
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/internal/beneath"
+	"github.com/strata-fs/strata/internal/xattr"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -29,54 +38,146 @@ type Upper struct {
 	work int // O_PATH descriptor of <workdir>/work, where changes are staged
 }
 
+// workSubdir is strata's staging directory inside the work dir; overlayfs names
+// its own the same way.
+const workSubdir = "work"
+
 // Open opens upperDir and workDir (creating workDir/work), and removes whatever an
 // interrupted change left in workDir/work.
-func Open(upperDir, workDir string, f whiteout.Format, sync bool) (*Upper, error) { panic("TODO") }
+func Open(upperDir, workDir string, f whiteout.Format, sync bool) (_ *Upper, err error) {
+	u := &Upper{Root: -1, work: -1, Format: f, Sync: sync}
+	defer func() {
+		if err != nil {
+			_ = u.Close() // already failing
+		}
+	}()
+	if u.Root, err = unix.Open(upperDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		return nil, &os.PathError{Op: "open upper", Path: upperDir, Err: err}
+	}
+	wd, err := unix.Open(workDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open work", Path: workDir, Err: err}
+	}
+	defer unix.Close(wd)
+	var su, sw unix.Stat_t
+	if err := unix.Fstat(u.Root, &su); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: upperDir, Err: err}
+	}
+	if err := unix.Fstat(wd, &sw); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: workDir, Err: err}
+	}
+	if su.Dev != sw.Dev {
+		return nil, fmt.Errorf("upper %s and work %s are on different filesystems", upperDir, workDir)
+	}
+	if err := unix.Mkdirat(wd, workSubdir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, &os.PathError{Op: "mkdir", Path: filepath.Join(workDir, workSubdir), Err: err}
+	}
+	if u.work, err = beneath.OpenDir(wd, workSubdir); err != nil {
+		return nil, err
+	}
+	if err := clearDir(u.work); err != nil {
+		return nil, fmt.Errorf("clean %s: %w", filepath.Join(workDir, workSubdir), err)
+	}
+	u.Privileged = u.probeTrusted()
+	return u, nil
+}
+
+// probeTrusted learns whether trusted.* xattrs can be written here (root in the
+// initial user namespace), by trying on a scratch file in the work dir.
+func (u *Upper) probeTrusted() bool {
+	name := tempName("probe")
+	fd, err := unix.Openat(u.work, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return false
+	}
+	_ = unix.Close(fd)
+	defer unix.Unlinkat(u.work, name, 0)
+	return xattr.Set(u.work, name, "trusted.strata.probe", []byte("1"), 0) == nil
+}
 
 // Close releases the descriptors.
-func (u *Upper) Close() error { panic("TODO") }
-
-// Source is an entry of a lower layer.
-type Source struct {
-	Root int    // descriptor of the layer's root directory
-	Rel  string // the entry's path below Root, "/"-separated, "" for the root
+func (u *Upper) Close() error {
+	var errs []error
+	for _, fd := range []int{u.Root, u.work} {
+		if fd >= 0 {
+			errs = append(errs, unix.Close(fd))
+		}
+	}
+	u.Root, u.work = -1, -1
+	return errors.Join(errs...)
 }
 
-// Options tune one copy-up.
-type Options struct {
-	// Size is how many bytes of a regular file's data to copy: -1 for all of it;
-	// 0 for a copy-up that will be truncated anyway (open with O_TRUNC); N when
-	// the file is about to be truncated to N.
-	Size int64
+// tempName is a fresh name for a staged entry.
+func tempName(kind string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails on Linux
+	return kind + "-" + hex.EncodeToString(b[:])
 }
 
-// CopyUp copies src to rel in the upper: data (holes kept, copy_file_range or a
-// reflink), mode, owner, atime/mtime and xattrs. A directory is copied without its
-// entries. The parent of rel must exist in the upper already; an existing entry at
-// rel is an error (EEXIST). It returns the stat of the new upper entry.
-func (u *Upper) CopyUp(src Source, rel string, opt Options) (unix.Stat_t, error) { panic("TODO") }
-
-// Make creates a new entry name in the upper directory dirRel. create makes the
-// entry at (dirfd, name) it is given, which may be in the work directory. The new
-// entry is owned by uid:gid; it is opaque if opaque is set (a directory replacing a
-// whiteout). A whiteout for name in dirRel, in either format, is replaced. It
-// returns the stat of the entry.
-func (u *Upper) Make(dirRel, name string, uid, gid int, opaque bool, create func(dirfd int, name string) error) (unix.Stat_t, error) {
-	panic("TODO")
+// clearDir removes everything inside the directory dirfd, never following a
+// symlink.
+func clearDir(dirfd int) error {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "dir")
+	defer f.Close()
+	for {
+		names, err := f.Readdirnames(256)
+		for _, name := range names {
+			if err := removeAt(dirfd, name); err != nil {
+				return err
+			}
+		}
+		if err != nil || len(names) == 0 {
+			return nil
+		}
+	}
 }
 
-// Whiteout hides name in the upper directory dirRel from the layers below, writing
-// u.Format's whiteout. An upper entry name, file or directory tree, is replaced.
-func (u *Upper) Whiteout(dirRel, name string) error { panic("TODO") }
+// removeAt removes name in dirfd, a directory with everything below it.
+func removeAt(dirfd int, name string) error {
+	err := unix.Unlinkat(dirfd, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return &os.PathError{Op: "unlinkat", Path: name, Err: err}
+	}
+	sub, err := beneath.OpenDir(dirfd, name)
+	if err != nil {
+		return err
+	}
+	err = clearDir(sub)
+	_ = unix.Close(sub) // O_PATH: nothing to flush
+	if err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "rmdir", Path: name, Err: err}
+	}
+	return nil
+}
 
-// RemoveWhiteout removes a whiteout for name from dirRel, in either format; none
-// is not an error.
-func (u *Upper) RemoveWhiteout(dirRel, name string) error { panic("TODO") }
-
-// SetOpaque marks the upper directory dirRel opaque in u.Format.
-func (u *Upper) SetOpaque(dirRel string) error { panic("TODO") }
+// dir opens the upper directory rel as an O_PATH descriptor.
+func (u *Upper) dir(rel string) (int, error) {
+	return beneath.OpenDir(u.Root, rel)
+}
 
 // RemoveAll removes rel from the upper with everything below it (whiteouts and
 // markers included): renamed into the work directory first, so the name goes at
 // once, then deleted.
-func (u *Upper) RemoveAll(rel string) error { panic("TODO") }
+func (u *Upper) RemoveAll(rel string) error {
+	dirRel, name := beneath.Split(rel)
+	dfd, err := u.dir(dirRel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	tmp := tempName("remove")
+	if err := unix.Renameat(dfd, name, u.work, tmp); err != nil {
+		return &os.PathError{Op: "rename to work", Path: rel, Err: err}
+	}
+	return removeAt(u.work, tmp)
+}

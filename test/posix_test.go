@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/whiteout"
 )
@@ -39,10 +40,60 @@ func TestPosix(t *testing.T) {
 				for _, name := range names {
 					fn := posixtest.All[name]
 					t.Run(name, func(t *testing.T) {
+						if name == "FcntlFlockLocksFile" {
+							// It expects a process to conflict with its own POSIX
+							// lock, which no filesystem does (go-fuse skips it too);
+							// TestLocks checks locks between descriptors instead.
+							t.Skip("broken upstream: POSIX locks never conflict within one process")
+						}
 						fn(t, filepath.Join(mnt, name))
 					})
 				}
 			})
 		}
+	}
+}
+
+// TestLocks checks that open-file-description locks and flock(2) conflict between
+// two descriptors of one file, for a file created in the union and for a lower
+// file, before and after its copy-up.
+func TestLocks(t *testing.T) {
+	s := newStack(t, 1, func(i int, dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "lower"), []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	if err := os.WriteFile(filepath.Join(mnt, "new"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"new", "lower"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(mnt, name)
+			f1, err := os.Open(path) // read-only: a lower file stays lower
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f1.Close()
+			rd := unix.Flock_t{Type: unix.F_RDLCK}
+			if err := unix.FcntlFlock(f1.Fd(), unix.F_OFD_SETLK, &rd); err != nil {
+				t.Fatalf("read lock: %v", err)
+			}
+			f2, err := os.OpenFile(path, os.O_RDWR, 0) // copies a lower file up
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f2.Close()
+			wr := unix.Flock_t{Type: unix.F_WRLCK}
+			if err := unix.FcntlFlock(f2.Fd(), unix.F_OFD_SETLK, &wr); err != unix.EAGAIN {
+				t.Errorf("write lock over another description's read lock: got %v, want EAGAIN", err)
+			}
+			if err := unix.Flock(int(f1.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+				t.Fatalf("flock: %v", err)
+			}
+			if err := unix.Flock(int(f2.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != unix.EWOULDBLOCK {
+				t.Errorf("second flock: got %v, want EWOULDBLOCK", err)
+			}
+		})
 	}
 }

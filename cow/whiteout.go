@@ -1,0 +1,191 @@
+package cow
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/beneath"
+	"github.com/strata-fs/strata/internal/xattr"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// Make creates a new entry name in the upper directory dirRel. create makes the
+// entry at (dirfd, name) it is given, which may be in the work directory. The new
+// entry is owned by uid:gid (-1 keeps what create made, as for a hard link); it
+// is opaque if opaque is set (a directory replacing a whiteout). A whiteout for
+// name in dirRel, in either format, is replaced. It returns the stat of the entry.
+func (u *Upper) Make(dirRel, name string, uid, gid int, opaque bool, create func(dirfd int, name string) error) (st unix.Stat_t, err error) {
+	dfd, err := u.dir(dirRel)
+	if err != nil {
+		return st, err
+	}
+	defer unix.Close(dfd)
+	rel := beneath.Join(dirRel, name)
+
+	var old unix.Stat_t
+	charWhiteout := unix.Fstatat(dfd, name, &old, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		whiteout.IsOverlayWhiteout(old.Mode, old.Rdev)
+	if !opaque && !charWhiteout {
+		// Nothing to replace atomically: make it in place.
+		if err := create(dfd, name); err != nil {
+			return st, &os.PathError{Op: "create", Path: rel, Err: err}
+		}
+		if uid >= 0 || gid >= 0 {
+			if err := unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				_ = unix.Unlinkat(dfd, name, 0) // undo a half-made entry
+				return st, &os.PathError{Op: "chown", Path: rel, Err: err}
+			}
+		}
+	} else {
+		tmp := tempName("create")
+		defer func() {
+			if err != nil {
+				_ = removeAt(u.work, tmp) // staged entry, if still there
+			}
+		}()
+		if err := create(u.work, tmp); err != nil {
+			return st, &os.PathError{Op: "create", Path: rel, Err: err}
+		}
+		if uid >= 0 || gid >= 0 {
+			if err := unix.Fchownat(u.work, tmp, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return st, &os.PathError{Op: "chown", Path: rel, Err: err}
+			}
+		}
+		var ts unix.Stat_t
+		if err := unix.Fstatat(u.work, tmp, &ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return st, &os.PathError{Op: "stat", Path: rel, Err: err}
+		}
+		isDir := ts.Mode&unix.S_IFMT == unix.S_IFDIR
+		if opaque && isDir {
+			if err := u.setOpaqueAt(u.work, tmp); err != nil {
+				return st, err
+			}
+		}
+		switch {
+		case charWhiteout && isDir:
+			// rename(2) cannot put a directory over a device node: swap
+			// them, then drop the whiteout, now in the work dir.
+			if err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE); err != nil {
+				return st, &os.PathError{Op: "rename", Path: rel, Err: err}
+			}
+			_ = unix.Unlinkat(u.work, tmp, 0) // the old whiteout; debris is cleaned at mount
+		case charWhiteout:
+			if err := unix.Renameat(u.work, tmp, dfd, name); err != nil {
+				return st, &os.PathError{Op: "rename", Path: rel, Err: err}
+			}
+		default:
+			if err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_NOREPLACE); err != nil {
+				return st, &os.PathError{Op: "rename", Path: rel, Err: err}
+			}
+		}
+	}
+	// An OCI whiteout beside the new entry hides nothing any more (a whiteout
+	// never hides its own layer); remove it after the entry exists.
+	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return st, &os.PathError{Op: "unlink whiteout", Path: rel, Err: err}
+	}
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return st, &os.PathError{Op: "stat", Path: rel, Err: err}
+	}
+	return st, nil
+}
+
+// Whiteout hides name in the upper directory dirRel from the layers below, writing
+// u.Format's whiteout. An upper entry name, file or directory tree, is replaced.
+func (u *Upper) Whiteout(dirRel, name string) error {
+	dfd, err := u.dir(dirRel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	rel := beneath.Join(dirRel, name)
+	var st unix.Stat_t
+	exists := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+
+	obj := whiteout.WhiteoutFor(u.Format, name)
+	if obj.Name != name {
+		// OCI: the marker first, then the entry; the marker hides nothing of
+		// its own layer, so no moment shows the lower entry.
+		fd, err := unix.Openat(dfd, obj.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, obj.Mode&07777)
+		if err != nil {
+			return &os.PathError{Op: "create whiteout", Path: rel, Err: err}
+		}
+		_ = unix.Close(fd) // empty file
+		if exists {
+			return u.RemoveAll(rel)
+		}
+		return nil
+	}
+	// Overlay: a 0/0 device made in the work dir and moved over the entry.
+	if exists && whiteout.IsOverlayWhiteout(st.Mode, st.Rdev) {
+		return nil
+	}
+	tmp := tempName("whiteout")
+	if err := unix.Mknodat(u.work, tmp, obj.Mode, int(obj.Rdev)); err != nil {
+		return &os.PathError{Op: "mknod whiteout", Path: rel, Err: err}
+	}
+	if !exists {
+		if err := unix.Renameat(u.work, tmp, dfd, name); err != nil {
+			_ = unix.Unlinkat(u.work, tmp, 0)
+			return &os.PathError{Op: "rename whiteout", Path: rel, Err: err}
+		}
+		return nil
+	}
+	if err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE); err != nil {
+		_ = unix.Unlinkat(u.work, tmp, 0)
+		return &os.PathError{Op: "exchange whiteout", Path: rel, Err: err}
+	}
+	return removeAt(u.work, tmp) // the old entry, now in the work dir
+}
+
+// RemoveWhiteout removes a whiteout for name from dirRel, in either format; none
+// is not an error.
+func (u *Upper) RemoveWhiteout(dirRel, name string) error {
+	dfd, err := u.dir(dirRel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	rel := beneath.Join(dirRel, name)
+	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "unlink whiteout", Path: rel, Err: err}
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && whiteout.IsOverlayWhiteout(st.Mode, st.Rdev) {
+		if err := unix.Unlinkat(dfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return &os.PathError{Op: "unlink whiteout", Path: rel, Err: err}
+		}
+	}
+	return nil
+}
+
+// SetOpaque marks the upper directory dirRel opaque in u.Format.
+func (u *Upper) SetOpaque(dirRel string) error {
+	parent, name := beneath.Split(dirRel)
+	dfd, err := u.dir(parent)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if name == "" {
+		name = "."
+	}
+	return u.setOpaqueAt(dfd, name)
+}
+
+func (u *Upper) setOpaqueAt(dirfd int, name string) error {
+	o := whiteout.OpaqueFor(u.Format, u.Privileged)
+	if o.Entry == nil {
+		if err := xattr.Set(dirfd, name, o.XattrName, o.XattrValue, 0); err != nil {
+			return err
+		}
+		return nil
+	}
+	fd, err := beneath.Open(dirfd, name+"/"+o.Entry.Name, unix.O_WRONLY|unix.O_CREAT, o.Entry.Mode&07777)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
