@@ -183,4 +183,3 @@ func (u *union) allLayers() []int {
 	}
 	return ls
 }
-

@@ -257,4 +257,3 @@ func (u *union) renameUpper(oldDir, oldName, newDir, newName string, flags uint3
 	}
 	return nil
 }
-

@@ -73,7 +73,9 @@ type fsError struct {
 	err   error
 }
 
-func (e *fsError) Error() string { return fmt.Sprintf("%s layer %d %q: %v", e.op, e.layer, e.rel, e.err) }
+func (e *fsError) Error() string {
+	return fmt.Sprintf("%s layer %d %q: %v", e.op, e.layer, e.rel, e.err)
+}
 func (e *fsError) Unwrap() error { return e.err }
 
 // identities hands out the inode numbers the union reports.
