@@ -1,0 +1,302 @@
+package test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// mustWrite writes a file in a layer during setup.
+func mustWrite(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeepPaths builds a lower tree deeper than PATH_MAX (reached only with *at
+// calls) and reads, copies up and deletes at its bottom through the union.
+func TestDeepPaths(t *testing.T) {
+	comp := strings.Repeat("d", 200)
+	const depth = 30 // 30 * 201 bytes: well past PATH_MAX
+	s := newStack(t, 1, func(i int, dir string) {
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < depth; j++ {
+			if err := unix.Mkdirat(fd, comp, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			next, err := unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY, 0)
+			unix.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fd = next
+		}
+		f, err := unix.Openat(fd, "leaf", unix.O_CREAT|unix.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Write(f, []byte("deep"))
+		unix.Close(f)
+		unix.Close(fd)
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+
+	fd, err := unix.Open(mnt, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := 0; j < depth; j++ {
+		next, err := unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatalf("depth %d: %v", j, err)
+		}
+		fd = next
+	}
+	defer unix.Close(fd)
+	f, err := unix.Openat(fd, "leaf", unix.O_RDWR|unix.O_APPEND, 0)
+	if err != nil {
+		t.Fatalf("open deep leaf for write (copy-up of %d parents): %v", depth, err)
+	}
+	unix.Write(f, []byte("er"))
+	unix.Close(f)
+	buf := make([]byte, 16)
+	f, err = unix.Openat(fd, "leaf", unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := unix.Read(f, buf)
+	unix.Close(f)
+	if got := string(buf[:n]); got != "deeper" {
+		t.Errorf("deep leaf reads %q, want %q", got, "deeper")
+	}
+	if err := unix.Unlinkat(fd, "leaf", 0); err != nil {
+		t.Fatalf("unlink deep leaf: %v", err)
+	}
+	if err := unix.Faccessat(fd, "leaf", unix.F_OK, 0); err != unix.ENOENT {
+		t.Errorf("deleted deep leaf: got %v, want ENOENT", err)
+	}
+	long := strings.Repeat("n", 256)
+	if _, err := unix.Openat(fd, long, unix.O_CREAT|unix.O_WRONLY, 0o644); err != unix.ENAMETOOLONG {
+		t.Errorf("256-byte name: got %v, want ENAMETOOLONG", err)
+	}
+}
+
+// TestConcurrentCopyUp has many writers open one lower file at once: it is copied
+// up once, and every write lands in the one upper copy.
+func TestConcurrentCopyUp(t *testing.T) {
+	const writers = 16
+	content := bytes.Repeat([]byte("L"), 1<<20)
+	s := newStack(t, 1, func(i int, dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "shared"), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			f, err := os.OpenFile(filepath.Join(mnt, "shared"), os.O_WRONLY, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			if _, err := f.WriteAt([]byte{byte('a' + w)}, int64(w)); err != nil {
+				errs <- err
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got, err := os.ReadFile(filepath.Join(s.Upper, "shared"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte(nil), content...)
+	for w := 0; w < writers; w++ {
+		want[w] = byte('a' + w)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("upper copy differs from every write applied once (len %d)", len(got))
+	}
+	lower, _ := os.ReadFile(filepath.Join(s.Lowers[0], "shared"))
+	if !bytes.Equal(lower, content) {
+		t.Error("the lower file changed")
+	}
+}
+
+// TestBigFile reads, copies up and writes a sparse lower file larger than 4 GiB.
+func TestBigFile(t *testing.T) {
+	const size = 5 << 30
+	s := newStack(t, 1, func(i int, dir string) {
+		f, err := os.Create(filepath.Join(dir, "big"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte("head"), 0)
+		f.WriteAt([]byte("tail"), size-4)
+		f.Close()
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	path := filepath.Join(mnt, "big")
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("X"), 4<<30+10); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	for _, c := range []struct {
+		off  int64
+		want string
+	}{{0, "head"}, {size - 4, "tail"}, {4<<30 + 10, "X\x00\x00\x00"}} {
+		if _, err := f.ReadAt(buf, c.off); err != nil {
+			t.Fatal(err)
+		}
+		if string(buf) != c.want {
+			t.Errorf("at %d: got %q, want %q", c.off, buf, c.want)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(s.Upper, "big"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != size {
+		t.Errorf("upper size %d, want %d", st.Size, size)
+	}
+	if st.Blocks*512 > 1<<20 {
+		t.Errorf("copy-up filled holes: %d bytes allocated", st.Blocks*512)
+	}
+}
+
+// TestMmap writes to a lower file through a shared mapping: the change reaches the
+// upper copy, and the lower file keeps its bytes.
+func TestMmap(t *testing.T) {
+	s := newStack(t, 1, func(i int, dir string) {
+		mustWrite(t, filepath.Join(dir, "m"), strings.Repeat("a", 8192))
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	f, err := os.OpenFile(filepath.Join(mnt, "m"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(mem[4096:], "mapped")
+	if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
+		t.Fatal(err)
+	}
+	unix.Munmap(mem)
+	got, _ := os.ReadFile(filepath.Join(s.Upper, "m"))
+	if string(got[4096:4102]) != "mapped" || got[0] != 'a' {
+		t.Errorf("upper copy after mmap write: %q...", got[4090:4110])
+	}
+	lower, _ := os.ReadFile(filepath.Join(s.Lowers[0], "m"))
+	if string(lower) != strings.Repeat("a", 8192) {
+		t.Error("the lower file changed")
+	}
+}
+
+// TestInodeStable checks that st_ino survives copy-up, and that the kernel
+// forgetting the inode (drop_caches) does not change it either.
+func TestInodeStable(t *testing.T) {
+	s := newStack(t, 2, func(i int, dir string) {
+		mustWrite(t, filepath.Join(dir, "d", "f"), "x")
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	ino := func(p string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(mnt, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	before, dirBefore := ino("d/f"), ino("d")
+	if err := os.WriteFile(filepath.Join(mnt, "d", "f"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := ino("d/f"); got != before {
+		t.Errorf("st_ino after copy-up: %d, want %d", got, before)
+	}
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
+	if got := ino("d/f"); got != before {
+		t.Errorf("st_ino after the kernel forgot the inode: %d, want %d", got, before)
+	}
+	if got := ino("d"); got != dirBefore {
+		t.Errorf("directory st_ino after copy-up: %d, want %d", got, dirBefore)
+	}
+	var sm, su unix.Stat_t
+	unix.Stat(mnt, &sm)
+	unix.Stat(filepath.Join(mnt, "d"), &su)
+	if sm.Dev != su.Dev {
+		t.Errorf("st_dev differs inside the mount: %d vs %d", sm.Dev, su.Dev)
+	}
+}
+
+// TestRenameKeepsHardLinks renames one name of a hard-linked file: the link holds.
+func TestRenameKeepsHardLinks(t *testing.T) {
+	s := newStack(t, 1, func(i int, dir string) {
+		mustWrite(t, filepath.Join(dir, "a"), "1")
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	if err := os.Link(filepath.Join(mnt, "a"), filepath.Join(mnt, "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(mnt, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(mnt, "b"), filepath.Join(mnt, "sub", "c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "sub", "c"), []byte("2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(mnt, "a"))
+	var st unix.Stat_t
+	unix.Stat(filepath.Join(mnt, "a"), &st)
+	if string(got) != "2" || st.Nlink != 2 {
+		t.Errorf("a after writing its renamed link: %q, nlink %d; want \"2\", 2", got, st.Nlink)
+	}
+}
+
+// TestStatfs reports the upper's filesystem.
+func TestStatfs(t *testing.T) {
+	s := newStack(t, 1, nil)
+	mnt := mountStrata(t, s, whiteout.OCI)
+	var a, b unix.Statfs_t
+	if err := unix.Statfs(mnt, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Statfs(s.Upper, &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Blocks != b.Blocks || a.Bsize != b.Bsize {
+		t.Errorf("statfs: %d blocks of %d, want the upper's %d of %d", a.Blocks, a.Bsize, b.Blocks, b.Bsize)
+	}
+}
