@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -300,3 +301,29 @@ func TestStatfs(t *testing.T) {
 		t.Errorf("statfs: %d blocks of %d, want the upper's %d of %d", a.Blocks, a.Bsize, b.Blocks, b.Bsize)
 	}
 }
+
+// TestTmpfile makes an O_TMPFILE file in a lower directory and links it in.
+func TestTmpfile(t *testing.T) {
+	s := newStack(t, 1, func(i int, dir string) {
+		mustWrite(t, filepath.Join(dir, "d", "old"), "o")
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	fd, err := unix.Open(filepath.Join(mnt, "d"), unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	if err != nil {
+		t.Fatalf("O_TMPFILE: %v", err)
+	}
+	defer unix.Close(fd)
+	unix.Write(fd, []byte("anon"))
+	if err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+itoa(fd), unix.AT_FDCWD, filepath.Join(mnt, "d", "named"), unix.AT_SYMLINK_FOLLOW); err != nil {
+		t.Fatalf("link the tmpfile in: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(mnt, "d", "named"))
+	if err != nil || string(got) != "anon" {
+		t.Errorf("linked tmpfile reads %q, %v; want \"anon\"", got, err)
+	}
+	if fi, err := os.Stat(filepath.Join(s.Upper, "d", "named")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("upper copy: %v, %v; want mode 0640", fi, err)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

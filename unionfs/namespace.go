@@ -190,17 +190,27 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	tdir, tname := beneath.Split(t.rel())
-	tdfd, err := beneath.OpenDir(n.u.layers[upperLayer].root, tdir)
-	if err != nil {
-		return nil, toErrno(err)
+	// The source: its upper name, or for a file without one (O_TMPFILE, or
+	// unlinked while open) its open descriptor.
+	var tdfd int
+	tname, tflags := "", unix.AT_EMPTY_PATH
+	if fh := t.anyFile(); t.isOrphan() && fh != nil && !fh.lower {
+		tdfd = fh.fd
+	} else {
+		var tdir string
+		tdir, tname = beneath.Split(t.rel())
+		tflags = 0
+		tdfd, err = beneath.OpenDir(n.u.layers[upperLayer].root, tdir)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		defer unix.Close(tdfd)
 	}
-	defer unix.Close(tdfd)
 	n.mu.Lock()
 	replaces := idx.whiteouts[name]
 	n.mu.Unlock()
 	_, err = n.u.upper.Make(n.rel(), name, -1, -1, false, func(dirfd int, nm string) error {
-		return unix.Linkat(tdfd, tname, dirfd, nm, 0)
+		return unix.Linkat(tdfd, tname, dirfd, nm, tflags)
 	})
 	if err != nil {
 		return nil, toErrno(err)
@@ -375,4 +385,44 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 	}
 	defer unix.Close(fd)
 	return toErrno(unix.Fsync(fd))
+}
+
+var _ = (fs.NodeTmpfiler)((*node)(nil))
+
+// Tmpfile makes an unnamed file (O_TMPFILE) in the upper's copy of the directory.
+// It gets a name only if the caller links it in, which Link does from its
+// descriptor.
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if n.u.readOnly() {
+		return nil, nil, 0, errReadOnly
+	}
+	if err := n.copyUp(-1); err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	uid, gid, _, err := n.owner(ctx)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	flags &^= syscall.O_CREAT | syscall.O_EXCL
+	fd, err := beneath.Open(n.u.layers[upperLayer].root, n.rel(), int(flags)|unix.O_TMPFILE, mode&07777)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	if err := unix.Fchown(fd, uid, gid); err == nil {
+		err = unix.Fchmod(fd, mode&07777)
+	}
+	var st unix.Statx_t
+	if err == nil {
+		err = unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st)
+	}
+	if err != nil {
+		_ = unix.Close(fd) // the file has no name; closing frees it
+		return nil, nil, 0, toErrno(err)
+	}
+	id := n.u.ids.of(upperLayer, &st, 0, "")
+	child := &node{u: n.u, layer: upperLayer}
+	ch := n.NewInode(ctx, child, id)
+	attrFromStatx(&out.Attr, &st)
+	child.fixAttr(&out.Attr)
+	return ch, child.addFile(fd, false), fuse.FOPEN_KEEP_CACHE, 0
 }
