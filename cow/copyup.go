@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -27,140 +28,168 @@ type Options struct {
 	Size int64
 }
 
+// Sizes of one data transfer. copy_file_range(2) moves at most 2 GiB - 4 KiB per
+// call anyway; 1 GiB keeps a call short enough to notice a signal. The read/write
+// fallback moves 1 MiB per call, where the syscall cost stops mattering.
+const (
+	copyChunk   = 1 << 30
+	fallbackBuf = 1 << 20
+)
+
 // CopyUp copies src to rel in the upper: data (holes kept, copy_file_range or a
 // reflink), mode, owner, atime/mtime and xattrs. A directory is copied without its
 // entries. The parent of rel must exist in the upper already; an existing entry at
 // rel is an error (EEXIST). It returns the stat of the new upper entry.
 //
 // The copy is built in the work directory and renamed into place: on any error,
-// or a crash, the upper holds no part of it.
+// or a crash, the upper holds no part of it. Errors name rel ("copy-up a/b: ...").
+//
+// The lower entry is read, never changed: its data is read with O_NOATIME where
+// the kernel allows it. readlink(2) has no such flag, so copying a symlink up
+// may update the lower symlink's atime, as kernel overlayfs does. Hard links are
+// not kept: each name of a lower inode copies up to an inode of its own.
 func (u *Upper) CopyUp(src Source, rel string, opt Options) (st unix.Stat_t, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("copy-up %s: %w", rel, err)
+		}
+	}()
+	if opt.Size < -1 {
+		return st, fmt.Errorf("size %d: %w", opt.Size, unix.EINVAL)
+	}
 	sdirRel, sname := beneath.Split(src.Rel)
+	if src.Rel == "" {
+		sname = "." // the layer's root itself
+	} else if err := checkName(src.Rel, sname); err != nil {
+		return st, err
+	}
+	dirRel, name := beneath.Split(rel)
+	if rel == "" {
+		return st, &os.PathError{Op: "copy-up", Path: rel, Err: unix.EEXIST} // the upper root always exists
+	}
+	if err := checkName(rel, name); err != nil {
+		return st, err
+	}
+
 	sdir, err := beneath.OpenDir(src.Root, sdirRel)
 	if err != nil {
 		return st, err
 	}
 	defer unix.Close(sdir)
-	if sname == "" {
-		sname = "."
-	}
 	var sst unix.Stat_t
 	if err := unix.Fstatat(sdir, sname, &sst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return st, &os.PathError{Op: "stat", Path: src.Rel, Err: err}
+		return st, &os.PathError{Op: "fstatat", Path: src.Rel, Err: err}
 	}
-
-	dirRel, name := beneath.Split(rel)
 	ddir, err := u.dir(dirRel)
 	if err != nil {
 		return st, err
 	}
 	defer unix.Close(ddir)
+	// RENAME_NOREPLACE below is what makes EEXIST safe; this only spares a
+	// whole copy of the data when the answer is known already.
+	var dst unix.Stat_t
+	if err := unix.Fstatat(ddir, name, &dst, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		return st, &os.PathError{Op: "copy-up", Path: rel, Err: unix.EEXIST}
+	} else if !errors.Is(err, unix.ENOENT) {
+		return st, &os.PathError{Op: "fstatat", Path: rel, Err: err}
+	}
 
 	tmp := tempName("copyup")
 	defer func() {
 		if err != nil {
-			_ = removeAt(u.work, tmp) // the staged copy, if any; the error says why
+			_ = removeAt(u.work, tmp) // the staged copy, if any; err says what went wrong
 		}
 	}()
-	if err := u.stage(sdir, sname, &sst, tmp, opt); err != nil {
-		return st, fmt.Errorf("copy-up %s: %w", rel, err)
+	if err := u.stage(sdir, sname, src.Rel, &sst, tmp, opt); err != nil {
+		return st, err
 	}
 	if err := unix.Renameat2(u.work, tmp, ddir, name, unix.RENAME_NOREPLACE); err != nil {
-		return st, &os.PathError{Op: "copy-up rename", Path: rel, Err: err}
+		return st, &os.PathError{Op: "renameat2", Path: rel, Err: err}
 	}
+	// Stat after the rename: it changes the entry's ctime.
 	if err := unix.Fstatat(ddir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return st, &os.PathError{Op: "stat", Path: rel, Err: err}
+		return st, &os.PathError{Op: "fstatat", Path: rel, Err: err}
 	}
 	return st, nil
 }
 
-// stage builds the copy of sdir/sname (attributes sst) as work/tmp.
-func (u *Upper) stage(sdir int, sname string, sst *unix.Stat_t, tmp string, opt Options) error {
-	mode := sst.Mode & unix.S_IFMT
-	switch mode {
-	case unix.S_IFREG:
-		if err := u.copyFile(sdir, sname, sst, tmp, opt); err != nil {
-			return err
-		}
-	case unix.S_IFDIR:
-		if err := unix.Mkdirat(u.work, tmp, 0o700); err != nil {
-			return &os.PathError{Op: "mkdir", Path: tmp, Err: err}
-		}
-	case unix.S_IFLNK:
-		target, err := readlinkat(sdir, sname)
-		if err != nil {
-			return err
-		}
-		if err := unix.Symlinkat(target, u.work, tmp); err != nil {
-			return &os.PathError{Op: "symlink", Path: tmp, Err: err}
-		}
-	default: // fifo, socket, devices
-		if err := unix.Mknodat(u.work, tmp, sst.Mode, int(sst.Rdev)); err != nil {
-			return &os.PathError{Op: "mknod", Path: tmp, Err: err}
-		}
-	}
-	if err := copyXattrs(sdir, sname, u.work, tmp, u.Privileged); err != nil {
-		return err
-	}
-	if err := unix.Fchownat(u.work, tmp, int(sst.Uid), int(sst.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &os.PathError{Op: "chown", Path: tmp, Err: err}
-	}
-	if mode != unix.S_IFLNK {
-		// After chown, which clears set-ID bits.
-		if err := unix.Fchmodat(u.work, tmp, sst.Mode&07777, 0); err != nil {
-			return &os.PathError{Op: "chmod", Path: tmp, Err: err}
-		}
-	}
-	// Times last: every step above changes them.
-	ts := []unix.Timespec{unix.NsecToTimespec(sst.Atim.Nano()), unix.NsecToTimespec(sst.Mtim.Nano())}
-	if err := unix.UtimesNanoAt(u.work, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &os.PathError{Op: "utimensat", Path: tmp, Err: err}
+// checkName refuses a last path component that is not a name of its own: "",
+// "." or ".." would make the *at() calls below reach the directory itself or
+// its parent, outside what beneath resolved.
+func checkName(rel, name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, 0) {
+		return &os.PathError{Op: "copy-up", Path: rel, Err: unix.EINVAL}
 	}
 	return nil
 }
 
-func readlinkat(dirfd int, name string) (string, error) {
-	for size := 256; ; size *= 2 {
-		buf := make([]byte, size)
-		n, err := unix.Readlinkat(dirfd, name, buf)
+// stage builds the copy of sdir/sname (the lower entry srel, attributes sst) as
+// work/tmp. The order of the attribute steps matters:
+//
+//   - chown first: chown(2) clears set-user-ID and set-group-ID and drops
+//     security.capability (ATTR_KILL_SUID, ATTR_KILL_PRIV), even for root;
+//   - then the xattrs, security.capability among them, and POSIX ACLs, which
+//     set the group bits of the mode;
+//   - then the mode, set-ID bits included; it agrees with the ACL mask, as it
+//     did in the lower;
+//   - the times last, since every step above may change them;
+//   - then fsync, so that the name never points at data still in flight.
+func (u *Upper) stage(sdir int, sname, srel string, sst *unix.Stat_t, tmp string, opt Options) (err error) {
+	out := -1 // the regular file's descriptor, open until fsync
+	defer func() {
+		if out >= 0 {
+			if cerr := unix.Close(out); cerr != nil && err == nil {
+				err = &os.PathError{Op: "close", Path: tmp, Err: cerr}
+			}
+		}
+	}()
+	typ := sst.Mode & unix.S_IFMT
+	switch typ {
+	case unix.S_IFREG:
+		if out, err = u.copyFile(sdir, sname, srel, sst, tmp, opt); err != nil {
+			return err
+		}
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(u.work, tmp, 0o700); err != nil {
+			return &os.PathError{Op: "mkdirat", Path: tmp, Err: err}
+		}
+	case unix.S_IFLNK:
+		target, err := readlinkat(sdir, sname, srel)
 		if err != nil {
-			return "", &os.PathError{Op: "readlink", Path: name, Err: err}
+			return err
 		}
-		if n < size {
-			return string(buf[:n]), nil
+		if err := unix.Symlinkat(target, u.work, tmp); err != nil {
+			return &os.PathError{Op: "symlinkat", Path: tmp, Err: err}
 		}
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR, unix.S_IFBLK:
+		// Permission bits come with chmod below; 0600 keeps the node private
+		// until then.
+		if err := unix.Mknodat(u.work, tmp, typ|0o600, int(sst.Rdev)); err != nil {
+			return &os.PathError{Op: "mknodat", Path: tmp, Err: err}
+		}
+	default:
+		return &os.PathError{Op: "copy-up", Path: srel, Err: fmt.Errorf("file type %o: %w", typ, unix.EINVAL)}
 	}
-}
 
-// copyFile copies the data of a regular file, keeping holes.
-func (u *Upper) copyFile(sdir int, sname string, sst *unix.Stat_t, tmp string, opt Options) error {
-	in, err := beneath.Open(sdir, sname, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
-	if err != nil {
+	if err := unix.Fchownat(u.work, tmp, int(sst.Uid), int(sst.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "fchownat", Path: tmp, Err: err}
+	}
+	if err := copyXattrs(sdir, sname, srel, u.work, tmp, u.Privileged); err != nil {
 		return err
 	}
-	defer unix.Close(in)
-	out, err := unix.Openat(u.work, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return &os.PathError{Op: "create", Path: tmp, Err: err}
+	if typ != unix.S_IFLNK { // a symlink's mode cannot change, and is always 0777
+		if err := unix.Fchmodat(u.work, tmp, sst.Mode&0o7777, 0); err != nil {
+			return &os.PathError{Op: "fchmodat", Path: tmp, Err: err}
+		}
 	}
-	defer unix.Close(out)
-	size := sst.Size
-	if opt.Size >= 0 && opt.Size < size {
-		size = opt.Size
+	ts := []unix.Timespec{unix.NsecToTimespec(sst.Atim.Nano()), unix.NsecToTimespec(sst.Mtim.Nano())}
+	if err := unix.UtimesNanoAt(u.work, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimensat", Path: tmp, Err: err}
 	}
-	if size == sst.Size && size > 0 && unix.IoctlFileClone(out, in) == nil {
-		// A reflink: the filesystem shares the blocks.
-	} else if err := copyData(in, out, size); err != nil {
-		return fmt.Errorf("copy data: %w", err)
-	}
-	final := size
-	if opt.Size > sst.Size {
-		final = opt.Size
-	}
-	if err := unix.Ftruncate(out, final); err != nil {
-		return &os.PathError{Op: "truncate", Path: tmp, Err: err}
-	}
-	if u.Sync {
+	// Kernel overlayfs fsyncs the copied-up file and strata does the same unless
+	// the union is volatile: without it, a crash after the rename could leave a
+	// complete-looking upper file with lost data, shadowing the good lower one.
+	if out >= 0 && u.Sync {
 		if err := unix.Fsync(out); err != nil {
 			return &os.PathError{Op: "fsync", Path: tmp, Err: err}
 		}
@@ -168,27 +197,97 @@ func (u *Upper) copyFile(sdir int, sname string, sst *unix.Stat_t, tmp string, o
 	return nil
 }
 
-// copyData copies the first size bytes of in to out, extent by extent: holes are
-// found with SEEK_DATA/SEEK_HOLE and left as holes (the final ftruncate sets the
-// size).
-func copyData(in, out int, size int64) error {
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(in, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			return nil // only a hole is left
-		}
+func readlinkat(dirfd int, name, rel string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dirfd, name, buf)
 		if err != nil {
-			// No SEEK_DATA here: treat the file as one extent.
-			data = off
+			return "", &os.PathError{Op: "readlinkat", Path: rel, Err: err}
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
+}
+
+// copyFile creates work/tmp (mode 0600 until stage sets the real one) and copies
+// the data of sdir/sname into it. It returns the open descriptor of the copy.
+func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp string, opt Options) (_ int, err error) {
+	// O_NOATIME: a copy-up is not a read by the user, and the lower must not
+	// change. The kernel allows it to the file's owner and CAP_FOWNER only.
+	in, err := beneath.Open(sdir, sname, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		in, err = beneath.Open(sdir, sname, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(in)
+	out, err := unix.Openat(u.work, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return -1, &os.PathError{Op: "openat", Path: tmp, Err: err}
+	}
+	defer func() {
+		if err != nil {
+			_ = unix.Close(out) // the copy is being thrown away
+		}
+	}()
+
+	want, final := sst.Size, sst.Size // bytes to copy, size of the copy
+	if opt.Size >= 0 {
+		want, final = min(opt.Size, sst.Size), opt.Size
+	}
+	// A reflink shares the blocks, holes included, in one call; filesystems
+	// without it (ext4, tmpfs) answer EOPNOTSUPP or EINVAL, other mounts EXDEV.
+	cloned := want == sst.Size && want > 0 && unix.IoctlFileClone(out, in) == nil
+	if !cloned {
+		c := copier{in: in, out: out, name: srel}
+		if err := c.copyData(want); err != nil {
+			return -1, err
+		}
+	}
+	// Sets the size: after the last extent (a trailing hole), after a partial
+	// copy (Size N), or past the end (Size beyond the lower's size).
+	if err := unix.Ftruncate(out, final); err != nil {
+		return -1, &os.PathError{Op: "ftruncate", Path: tmp, Err: err}
+	}
+	return out, nil
+}
+
+// copier copies the data of one file.
+type copier struct {
+	in, out    int
+	name       string // the lower entry, for errors
+	noRange    bool   // copy_file_range refused this pair: read and write instead
+	buf        []byte // the fallback's buffer, made on first use
+	noSeekData bool   // SEEK_DATA is not supported: the rest is one extent
+}
+
+// copyData copies the first size bytes extent by extent: holes are found with
+// SEEK_DATA/SEEK_HOLE and skipped, so that they stay holes in the copy (the
+// final ftruncate sets the size).
+func (c *copier) copyData(size int64) error {
+	for off := int64(0); off < size; {
+		data, hole := off, size
+		if !c.noSeekData {
+			d, err := unix.Seek(c.in, off, unix.SEEK_DATA)
+			switch {
+			case errors.Is(err, unix.ENXIO):
+				return nil // only a hole is left
+			case err != nil:
+				// A filesystem without SEEK_DATA (EINVAL): copy the rest whole.
+				c.noSeekData = true
+			default:
+				data = d
+				if h, err := unix.Seek(c.in, data, unix.SEEK_HOLE); err == nil {
+					hole = min(h, size)
+				}
+			}
 		}
 		if data >= size {
 			return nil
 		}
-		hole, err := unix.Seek(in, data, unix.SEEK_HOLE)
-		if err != nil || hole > size {
-			hole = size
-		}
-		if err := copyRange(in, out, data, hole-data); err != nil {
+		if err := c.copyRange(data, hole); err != nil {
 			return err
 		}
 		off = hole
@@ -196,57 +295,71 @@ func copyData(in, out int, size int64) error {
 	return nil
 }
 
-// copyRange copies n bytes at off with copy_file_range, falling back to a read and
-// write loop where the kernel cannot (another filesystem, special files).
-func copyRange(in, out int, off, n int64) error {
+// copyRange copies bytes [off, end) with copy_file_range, falling back to reads
+// and writes where the kernel cannot (across filesystems of different types,
+// special files, old kernels).
+func (c *copier) copyRange(off, end int64) error {
 	roff, woff := off, off
-	for n > 0 {
-		k, err := unix.CopyFileRange(in, &roff, out, &woff, int(min(n, 1<<30)), 0)
-		if err == unix.EINTR {
+	for !c.noRange && roff < end {
+		n, err := unix.CopyFileRange(c.in, &roff, c.out, &woff, int(min(end-roff, copyChunk)), 0)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EXDEV), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EOPNOTSUPP):
+			c.noRange = true
+		case err != nil:
+			return &os.PathError{Op: "copy_file_range", Path: c.name, Err: err}
+		case n == 0:
+			// The lower file is shorter than its stat said: layers must not
+			// change under a union.
+			return &os.PathError{Op: "copy_file_range", Path: c.name, Err: io.ErrUnexpectedEOF}
+		}
+	}
+	return c.readWrite(roff, end)
+}
+
+// readWrite copies bytes [off, end) through a buffer.
+func (c *copier) readWrite(off, end int64) error {
+	if off < end && c.buf == nil {
+		c.buf = make([]byte, fallbackBuf)
+	}
+	for off < end {
+		n, err := unix.Pread(c.in, c.buf[:min(end-off, int64(len(c.buf)))], off)
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
-				return copyLoop(in, out, roff, n)
+			return &os.PathError{Op: "pread", Path: c.name, Err: err}
+		}
+		if n == 0 {
+			return &os.PathError{Op: "pread", Path: c.name, Err: io.ErrUnexpectedEOF}
+		}
+		for w := 0; w < n; {
+			k, err := unix.Pwrite(c.out, c.buf[w:n], off+int64(w))
+			if errors.Is(err, unix.EINTR) {
+				continue
 			}
-			return err
+			if err != nil {
+				return &os.PathError{Op: "pwrite", Path: c.name, Err: err}
+			}
+			w += k
 		}
-		if k == 0 {
-			return io.ErrUnexpectedEOF // the lower file shrank: layers must not change
-		}
-		n -= int64(k)
+		off += int64(n)
 	}
 	return nil
 }
 
-func copyLoop(in, out int, off, n int64) error {
-	buf := make([]byte, 1<<20)
-	for n > 0 {
-		k, err := unix.Pread(in, buf[:min(n, int64(len(buf)))], off)
-		if err != nil {
-			return err
-		}
-		if k == 0 {
-			return io.ErrUnexpectedEOF
-		}
-		if _, err := unix.Pwrite(out, buf[:k], off); err != nil {
-			return err
-		}
-		off += int64(k)
-		n -= int64(k)
-	}
-	return nil
-}
-
-// copyXattrs copies the xattrs of sdir/sname to ddir/dname, all but the union's
-// own bookkeeping. Without privilege, trusted.* and security.* xattrs that the
-// kernel refuses are skipped: they could not have been read either.
-func copyXattrs(sdir int, sname string, ddir int, dname string, privileged bool) error {
+// copyXattrs copies the xattrs of sdir/sname (the lower entry srel) to
+// ddir/dname, all but the union's own bookkeeping. Without privilege, trusted.*
+// and security.* xattrs that the kernel refuses to write are skipped: strata
+// could not have read trusted.* ones either, and security.capability needs
+// CAP_SETFCAP.
+func copyXattrs(sdir int, sname, srel string, ddir int, dname string, privileged bool) error {
 	names, err := xattr.List(sdir, sname)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return nil // the lower filesystem has no xattrs
+	}
 	if err != nil {
-		if errors.Is(err, unix.EOPNOTSUPP) {
-			return nil
-		}
 		return err
 	}
 	for _, name := range names {
@@ -255,17 +368,23 @@ func copyXattrs(sdir int, sname string, ddir int, dname string, privileged bool)
 		}
 		v, err := xattr.Get(sdir, sname, name)
 		if errors.Is(err, unix.ENODATA) {
-			continue
+			continue // gone since the list: nothing to copy
 		}
 		if err != nil {
 			return err
 		}
 		if err := xattr.Set(ddir, dname, name, v, 0); err != nil {
-			if !privileged && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP)) {
+			if !privileged && mayRefuse(name) && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EOPNOTSUPP)) {
 				continue
 			}
-			return fmt.Errorf("copy xattr %s: %w", name, err)
+			return fmt.Errorf("copy xattr %s of %s: %w", name, srel, err)
 		}
 	}
 	return nil
+}
+
+// mayRefuse reports whether the kernel may refuse xattr name to an unprivileged
+// writer.
+func mayRefuse(name string) bool {
+	return strings.HasPrefix(name, "trusted.") || strings.HasPrefix(name, "security.")
 }
