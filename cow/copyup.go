@@ -60,14 +60,14 @@ func (u *Upper) CopyUp(src Source, rel string, opt Options) (st unix.Stat_t, err
 	sdirRel, sname := beneath.Split(src.Rel)
 	if src.Rel == "" {
 		sname = "." // the layer's root itself
-	} else if err := checkName(src.Rel, sname); err != nil {
+	} else if err := checkName("copy-up", src.Rel, sname); err != nil {
 		return st, err
 	}
 	dirRel, name := beneath.Split(rel)
 	if rel == "" {
 		return st, &os.PathError{Op: "copy-up", Path: rel, Err: unix.EEXIST} // the upper root always exists
 	}
-	if err := checkName(rel, name); err != nil {
+	if err := checkName("copy-up", rel, name); err != nil {
 		return st, err
 	}
 
@@ -114,11 +114,11 @@ func (u *Upper) CopyUp(src Source, rel string, opt Options) (st unix.Stat_t, err
 }
 
 // checkName refuses a last path component that is not a name of its own: "",
-// "." or ".." would make the *at() calls below reach the directory itself or
-// its parent, outside what beneath resolved.
-func checkName(rel, name string) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, 0) {
-		return &os.PathError{Op: "copy-up", Path: rel, Err: unix.EINVAL}
+// "." or ".." would make the *at() calls on it reach the directory itself or
+// its parent, outside what beneath resolved. op and rel are for the error.
+func checkName(op, rel, name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return &os.PathError{Op: op, Path: rel, Err: unix.EINVAL}
 	}
 	return nil
 }

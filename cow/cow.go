@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -67,7 +68,8 @@ func Open(upperDir, workDir string, f whiteout.Format, sync bool) (_ *Upper, err
 		return nil, &os.PathError{Op: "stat", Path: workDir, Err: err}
 	}
 	if su.Dev != sw.Dev {
-		return nil, fmt.Errorf("upper %s and work %s are on different filesystems", upperDir, workDir)
+		// Every change ends in a rename from work to upper.
+		return nil, fmt.Errorf("upper %s and work %s are on different filesystems: %w", upperDir, workDir, unix.EXDEV)
 	}
 	if err := unix.Mkdirat(wd, workSubdir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, &os.PathError{Op: "mkdir", Path: filepath.Join(workDir, workSubdir), Err: err}
@@ -78,21 +80,37 @@ func Open(upperDir, workDir string, f whiteout.Format, sync bool) (_ *Upper, err
 	if err := clearDir(u.work); err != nil {
 		return nil, fmt.Errorf("clean %s: %w", filepath.Join(workDir, workSubdir), err)
 	}
-	u.Privileged = u.probeTrusted()
+	if u.Privileged, err = u.probeTrusted(); err != nil {
+		return nil, fmt.Errorf("probe trusted xattrs in %s: %w", filepath.Join(workDir, workSubdir), err)
+	}
 	return u, nil
 }
 
-// probeTrusted learns whether trusted.* xattrs can be written here (root in the
-// initial user namespace), by trying on a scratch file in the work dir.
-func (u *Upper) probeTrusted() bool {
+// probeTrusted learns whether trusted.* xattrs can be written here, by trying on
+// a scratch file in the work dir. Being uid 0 is not enough: root in a user
+// namespace, or without CAP_SYS_ADMIN, gets EPERM; a filesystem without trusted
+// xattrs says EOPNOTSUPP. Either way the union marks opaque directories with
+// user.overlay.opaque, as an unprivileged overlayfs (userxattr) reads them.
+func (u *Upper) probeTrusted() (ok bool, err error) {
 	name := tempName("probe")
 	fd, err := unix.Openat(u.work, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return false
+		return false, &os.PathError{Op: "openat", Path: name, Err: err}
 	}
-	_ = unix.Close(fd)
-	defer unix.Unlinkat(u.work, name, 0)
-	return xattr.Set(u.work, name, "trusted.strata.probe", []byte("1"), 0) == nil
+	_ = unix.Close(fd) // empty and never read
+	defer func() {
+		if rerr := unix.Unlinkat(u.work, name, 0); rerr != nil && err == nil {
+			err = &os.PathError{Op: "unlinkat", Path: name, Err: rerr}
+		}
+	}()
+	err = xattr.Set(u.work, name, "trusted.strata.probe", []byte("1"), 0)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EOPNOTSUPP):
+		return false, nil
+	}
+	return false, err
 }
 
 // Close releases the descriptors.
@@ -119,7 +137,7 @@ func tempName(kind string) string {
 func clearDir(dirfd int) error {
 	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return &os.PathError{Op: "openat", Path: ".", Err: err}
 	}
 	f := os.NewFile(uintptr(fd), "dir")
 	defer f.Close()
@@ -130,13 +148,17 @@ func clearDir(dirfd int) error {
 				return err
 			}
 		}
-		if err != nil || len(names) == 0 {
+		if errors.Is(err, io.EOF) || (err == nil && len(names) == 0) {
 			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
 }
 
-// removeAt removes name in dirfd, a directory with everything below it.
+// removeAt removes name in dirfd, a directory with everything below it. A
+// missing name is no error.
 func removeAt(dirfd int, name string) error {
 	err := unix.Unlinkat(dirfd, name, 0)
 	if err == nil || errors.Is(err, unix.ENOENT) {
@@ -150,6 +172,14 @@ func removeAt(dirfd int, name string) error {
 		return err
 	}
 	err = clearDir(sub)
+	if errors.Is(err, unix.EACCES) {
+		// A directory without write or search permission, which stops an
+		// unprivileged union (root does not care). It is on its way out of
+		// a private directory: open it up and try again.
+		if cerr := unix.Fchmodat(dirfd, name, 0o700, 0); cerr == nil {
+			err = clearDir(sub)
+		}
+	}
 	_ = unix.Close(sub) // O_PATH: nothing to flush
 	if err != nil {
 		return err
@@ -167,17 +197,30 @@ func (u *Upper) dir(rel string) (int, error) {
 
 // RemoveAll removes rel from the upper with everything below it (whiteouts and
 // markers included): renamed into the work directory first, so the name goes at
-// once, then deleted.
+// once, then deleted. A missing rel is no error. If the deletion fails, rel is
+// gone all the same and the rest waits in the work directory for the next Open.
 func (u *Upper) RemoveAll(rel string) error {
 	dirRel, name := beneath.Split(rel)
+	if name == "" || name == "." || name == ".." {
+		return &os.PathError{Op: "remove", Path: rel, Err: unix.EINVAL} // the upper root, or outside it
+	}
 	dfd, err := u.dir(dirRel)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dfd)
 	tmp := tempName("remove")
-	if err := unix.Renameat(dfd, name, u.work, tmp); err != nil {
+	if err := unix.Renameat2(dfd, name, u.work, tmp, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
 		return &os.PathError{Op: "rename to work", Path: rel, Err: err}
 	}
-	return removeAt(u.work, tmp)
+	if err := removeAt(u.work, tmp); err != nil {
+		return fmt.Errorf("remove %s: %w", rel, err)
+	}
+	return nil
 }

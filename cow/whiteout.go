@@ -16,13 +16,23 @@ import (
 // entry is owned by uid:gid (-1 keeps what create made, as for a hard link); it
 // is opaque if opaque is set (a directory replacing a whiteout). A whiteout for
 // name in dirRel, in either format, is replaced. It returns the stat of the entry.
+//
+// create must refuse an existing name (EEXIST: O_EXCL, mkdirat, linkat...), as
+// Make removes what it made when a later step fails. A descriptor create opens
+// stays valid: a staged entry is renamed, not copied. On error no new entry is
+// left, except when create itself fails in place, or when the final removal of
+// an OCI whiteout fails: then the entry exists, and so does the whiteout, which
+// hides nothing of its own layer.
 func (u *Upper) Make(dirRel, name string, uid, gid int, opaque bool, create func(dirfd int, name string) error) (st unix.Stat_t, err error) {
+	rel := beneath.Join(dirRel, name)
+	if err := checkName("make", rel, name); err != nil {
+		return st, err
+	}
 	dfd, err := u.dir(dirRel)
 	if err != nil {
 		return st, err
 	}
 	defer unix.Close(dfd)
-	rel := beneath.Join(dirRel, name)
 
 	var old unix.Stat_t
 	charWhiteout := unix.Fstatat(dfd, name, &old, unix.AT_SYMLINK_NOFOLLOW) == nil &&
@@ -32,11 +42,9 @@ func (u *Upper) Make(dirRel, name string, uid, gid int, opaque bool, create func
 		if err := create(dfd, name); err != nil {
 			return st, &os.PathError{Op: "create", Path: rel, Err: err}
 		}
-		if uid >= 0 || gid >= 0 {
-			if err := unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				_ = unix.Unlinkat(dfd, name, 0) // undo a half-made entry
-				return st, &os.PathError{Op: "chown", Path: rel, Err: err}
-			}
+		if err := chown(dfd, name, rel, uid, gid); err != nil {
+			_ = removeAt(dfd, name) // undo the entry create made; err says why
+			return st, err
 		}
 	} else {
 		tmp := tempName("create")
@@ -48,10 +56,8 @@ func (u *Upper) Make(dirRel, name string, uid, gid int, opaque bool, create func
 		if err := create(u.work, tmp); err != nil {
 			return st, &os.PathError{Op: "create", Path: rel, Err: err}
 		}
-		if uid >= 0 || gid >= 0 {
-			if err := unix.Fchownat(u.work, tmp, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return st, &os.PathError{Op: "chown", Path: rel, Err: err}
-			}
+		if err := chown(u.work, tmp, rel, uid, gid); err != nil {
+			return st, err
 		}
 		var ts unix.Stat_t
 		if err := unix.Fstatat(u.work, tmp, &ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -92,15 +98,43 @@ func (u *Upper) Make(dirRel, name string, uid, gid int, opaque bool, create func
 	return st, nil
 }
 
+// chown gives the new entry name in dirfd (rel in the upper) to uid:gid, -1
+// keeping either. chown(2) clears set-user-ID, and set-group-ID with group
+// execute, on a non-directory even for root, but those are bits create chose for
+// the caller, who owns the file: put them back.
+func chown(dirfd int, name, rel string, uid, gid int) error {
+	if uid < 0 && gid < 0 {
+		return nil
+	}
+	var before unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &before, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "fstatat", Path: rel, Err: err}
+	}
+	if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "fchownat", Path: rel, Err: err}
+	}
+	typ := before.Mode & unix.S_IFMT
+	if before.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 || typ == unix.S_IFLNK || typ == unix.S_IFDIR {
+		return nil
+	}
+	if err := unix.Fchmodat(dirfd, name, before.Mode&0o7777, 0); err != nil {
+		return &os.PathError{Op: "fchmodat", Path: rel, Err: err}
+	}
+	return nil
+}
+
 // Whiteout hides name in the upper directory dirRel from the layers below, writing
 // u.Format's whiteout. An upper entry name, file or directory tree, is replaced.
 func (u *Upper) Whiteout(dirRel, name string) error {
+	rel := beneath.Join(dirRel, name)
+	if err := checkName("whiteout", rel, name); err != nil {
+		return err
+	}
 	dfd, err := u.dir(dirRel)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dfd)
-	rel := beneath.Join(dirRel, name)
 	var st unix.Stat_t
 	exists := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 
@@ -108,11 +142,15 @@ func (u *Upper) Whiteout(dirRel, name string) error {
 	if obj.Name != name {
 		// OCI: the marker first, then the entry; the marker hides nothing of
 		// its own layer, so no moment shows the lower entry.
-		fd, err := unix.Openat(dfd, obj.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, obj.Mode&07777)
-		if err != nil {
+		// O_EXCL also refuses to follow a symlink of that name out of the
+		// upper; an existing whiteout is the job done.
+		fd, err := unix.Openat(dfd, obj.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, obj.Mode&07777)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return &os.PathError{Op: "create whiteout", Path: rel, Err: err}
 		}
-		_ = unix.Close(fd) // empty file
+		if err == nil {
+			_ = unix.Close(fd) // empty file, nothing written
+		}
 		if exists {
 			return u.RemoveAll(rel)
 		}
@@ -127,14 +165,18 @@ func (u *Upper) Whiteout(dirRel, name string) error {
 		return &os.PathError{Op: "mknod whiteout", Path: rel, Err: err}
 	}
 	if !exists {
-		if err := unix.Renameat(u.work, tmp, dfd, name); err != nil {
-			_ = unix.Unlinkat(u.work, tmp, 0)
+		// NOREPLACE: should name have appeared since the stat, exchange below.
+		err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_NOREPLACE)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			_ = unix.Unlinkat(u.work, tmp, 0) // the unused whiteout; err says why
 			return &os.PathError{Op: "rename whiteout", Path: rel, Err: err}
 		}
-		return nil
 	}
 	if err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE); err != nil {
-		_ = unix.Unlinkat(u.work, tmp, 0)
+		_ = unix.Unlinkat(u.work, tmp, 0) // the unused whiteout; err says why
 		return &os.PathError{Op: "exchange whiteout", Path: rel, Err: err}
 	}
 	return removeAt(u.work, tmp) // the old entry, now in the work dir
@@ -143,12 +185,15 @@ func (u *Upper) Whiteout(dirRel, name string) error {
 // RemoveWhiteout removes a whiteout for name from dirRel, in either format; none
 // is not an error.
 func (u *Upper) RemoveWhiteout(dirRel, name string) error {
+	rel := beneath.Join(dirRel, name)
+	if err := checkName("remove whiteout", rel, name); err != nil {
+		return err
+	}
 	dfd, err := u.dir(dirRel)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dfd)
-	rel := beneath.Join(dirRel, name)
 	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return &os.PathError{Op: "unlink whiteout", Path: rel, Err: err}
 	}
@@ -164,14 +209,16 @@ func (u *Upper) RemoveWhiteout(dirRel, name string) error {
 // SetOpaque marks the upper directory dirRel opaque in u.Format.
 func (u *Upper) SetOpaque(dirRel string) error {
 	parent, name := beneath.Split(dirRel)
+	if dirRel == "" {
+		name = "." // the upper root
+	} else if err := checkName("set opaque", dirRel, name); err != nil {
+		return err
+	}
 	dfd, err := u.dir(parent)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dfd)
-	if name == "" {
-		name = "."
-	}
 	return u.setOpaqueAt(dfd, name)
 }
 
@@ -187,5 +234,8 @@ func (u *Upper) setOpaqueAt(dirfd int, name string) error {
 	if err != nil {
 		return err
 	}
-	return unix.Close(fd)
+	if err := unix.Close(fd); err != nil {
+		return &os.PathError{Op: "close", Path: o.Entry.Name, Err: err}
+	}
+	return nil
 }
