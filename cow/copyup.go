@@ -103,8 +103,17 @@ func (u *Upper) CopyUp(src Source, rel string, opt Options) (st unix.Stat_t, err
 	if err := u.stage(sdir, sname, src.Rel, &sst, tmp, opt); err != nil {
 		return st, err
 	}
+	// A copy-up changes nothing the union shows, so the parent keeps its times,
+	// as with overlayfs. (A change of the user's own racing with this one may
+	// lose its mtime update; overlayfs has the same window.)
+	var pst unix.Stat_t
+	parentTimes := unix.Fstat(ddir, &pst) == nil
 	if err := unix.Renameat2(u.work, tmp, ddir, name, unix.RENAME_NOREPLACE); err != nil {
 		return st, &os.PathError{Op: "renameat2", Path: rel, Err: err}
+	}
+	if parentTimes {
+		ts := []unix.Timespec{unix.NsecToTimespec(pst.Atim.Nano()), unix.NsecToTimespec(pst.Mtim.Nano())}
+		_ = unix.UtimesNanoAt(ddir, ".", ts, 0) // cosmetic; the copy-up itself succeeded
 	}
 	// Stat after the rename: it changes the entry's ctime.
 	if err := unix.Fstatat(ddir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {

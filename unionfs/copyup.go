@@ -1,7 +1,6 @@
 package unionfs
 
 import (
-	"fmt"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -42,7 +41,7 @@ func (n *node) copyUp(size int64) error {
 	rel := n.rel()
 	st, err := n.u.upper.CopyUp(cow.Source{Root: n.u.layers[from].root, Rel: rel}, rel, cow.Options{Size: size})
 	if err != nil {
-		return fmt.Errorf("copy-up %s: %w", rel, err)
+		return err
 	}
 	n.u.ids.copiedUp(&st, n.StableAttr())
 
@@ -157,7 +156,7 @@ func (u *union) copyUpEntry(dir *node, dirRel, name string, e *entry) error {
 	id := u.ids.of(e.layer, &before, parentIno, name)
 	st, err := u.upper.CopyUp(cow.Source{Root: u.layers[e.layer].root, Rel: rel}, rel, cow.Options{Size: -1})
 	if err != nil {
-		return fmt.Errorf("copy-up %s: %w", rel, err)
+		return err
 	}
 	u.ids.copiedUp(&st, id)
 	if dir != nil {
