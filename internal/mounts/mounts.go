@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -180,24 +181,69 @@ const (
 // with the path. A mount in use fails with EBUSY (in an *os.PathError) and stays
 // as it was.
 //
-// A FUSE mount whose server is gone answers every request with ENOTCONN; it is
-// detached (MNT_DETACH), so that processes still inside it keep their
-// references and it vanishes from the tree at once.
+// Before unmounting, Unmount asks the server for the root's attributes. A FUSE
+// mount whose server is gone answers with ENOTCONN; it is detached
+// (MNT_DETACH), so that processes still inside it keep their references and it
+// vanishes from the tree at once, and the result is Detached. A server that
+// does not answer within 5s fails with ErrNoAnswer, and the mount is left.
 func Unmount(path, fstype string) (Result, error) {
 	m, ok, err := Lookup(path)
 	if err != nil {
 		return 0, err
 	}
 	if !ok {
-		return 0, fmt.Errorf("%q: %w", path, ErrNotMounted)
+		return 0, fmt.Errorf("umount %s: %w", path, ErrNotMounted)
 	}
 	if m.FSType != fstype {
-		return 0, fmt.Errorf("%q: %w of type %s, not %s", path, ErrForeign, m.FSType, fstype)
+		return 0, fmt.Errorf("umount %s: %w: type %s, not %s", path, ErrForeign, m.FSType, fstype)
 	}
-	// Stat goes to the server: a dead one shows as ENOTCONN.
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); errors.Is(err, unix.ENOTCONN) {
+	switch probe(path) {
+	case gone:
 		return Detached, unmount(path, unix.MNT_DETACH)
+	case silent:
+		return 0, &os.PathError{Op: "umount", Path: path, Err: ErrNoAnswer}
 	}
 	return Unmounted, unmount(path, 0)
 }
+
+// ErrNoAnswer is returned by Unmount for a FUSE mount whose server is alive
+// but does not answer: unmounting it would leave requests hanging. umount -l
+// detaches it all the same.
+var ErrNoAnswer = errors.New("file system server does not answer (umount -l detaches it anyway)")
+
+type state int
+
+const (
+	alive  state = iota
+	gone         // the server died: ENOTCONN
+	silent       // no answer within probeTimeout
+)
+
+// probeTimeout bounds the wait for a server's answer to probe.
+const probeTimeout = 5 * time.Second
+
+// probe asks the server of the mount at path for the attributes of its root.
+// AT_STATX_FORCE_SYNC makes the kernel ask even when it has them cached: a plain
+// stat(2) would answer from the cache for as long as the mount's attribute
+// timeout, dead server or not. A server that does not answer leaves the
+// request, and this goroutine, pending until the process exits.
+func probe(path string) state {
+	res := make(chan error, 1)
+	go func() {
+		var stx unix.Statx_t
+		res <- unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_FORCE_SYNC, unix.STATX_TYPE, &stx)
+	}()
+	select {
+	case err := <-res:
+		if errors.Is(err, unix.ENOTCONN) {
+			return gone
+		}
+		return alive
+	case <-time.After(probeTimeout):
+		return silent
+	}
+}
+
+// Detach unmounts path lazily (MNT_DETACH): it leaves the tree at once, and
+// the file system goes when its last user does.
+func Detach(path string) error { return unmount(path, unix.MNT_DETACH) }

@@ -1,0 +1,39 @@
+package cmd
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/strata-fs/strata/cmd/strata/internal/demo"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// NewCmdDemo returns `strata demo`.
+func NewCmdDemo() *cobra.Command {
+	var (
+		format string
+		opts   demo.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Show what a union does, step by step, in a temp dir",
+		Long: `Build a stack of three small layers in a temp dir, mount it, and show step by
+step what a union does: a merged read, a copy-up, a whiteout and an opaque
+directory. Then unmount and remove everything. Needs root and /dev/fuse.`,
+		Example: `  sudo strata demo
+  sudo strata demo --whiteout overlay --keep`,
+		Args:         usageArgs(cobra.NoArgs),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := whiteout.ParseFormat(format)
+			if err != nil {
+				return usagef(cmd, "--whiteout: %w", err)
+			}
+			opts.Whiteout = f
+			return demo.Run(contextOf(cmd), cmd.OutOrStdout(), opts)
+		},
+	}
+	cmd.Flags().StringVar(&format, "whiteout", "oci", "whiteout `FORMAT` the union writes: oci or overlay")
+	cmd.Flags().BoolVar(&opts.Keep, "keep", false, "keep the temp dir afterwards (unmounted)")
+	cmd.Flags().StringVar(&opts.Dir, "dir", "", "make the temp dir in `DIR` (default: $TMPDIR or /tmp)")
+	return cmd
+}

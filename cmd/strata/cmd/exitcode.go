@@ -1,0 +1,71 @@
+package cmd
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strata-fs/strata/cmd/strata/internal/daemon"
+	"github.com/strata-fs/strata/internal/mounts"
+	"github.com/strata-fs/strata/layers"
+)
+
+// Exit codes, as documented in the README.
+const (
+	exitFailure  = 1 // the request was fine, carrying it out failed
+	exitBadInput = 2 // usage errors and refused input; nothing was changed
+)
+
+// ExitCode is the process exit status for err: 0 for nil, 2 for a usage error
+// or input that was refused before anything changed (a bad stack or mount
+// point, an unmount of something that is not a strata mount, a --daemon child
+// that failed before it was ready), 1 for any other failure.
+func ExitCode(err error) int {
+	var (
+		usage *usageError
+		child *daemon.ChildError
+	)
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &usage),
+		errors.As(err, &child),
+		errors.Is(err, layers.ErrInvalid),
+		errors.Is(err, mounts.ErrNotMounted),
+		errors.Is(err, mounts.ErrForeign):
+		return exitBadInput
+	}
+	return exitFailure
+}
+
+// usageError is a command line that cobra or a command could not make sense
+// of.
+type usageError struct {
+	cmd *cobra.Command
+	err error
+}
+
+func (e *usageError) Error() string {
+	msg := e.err.Error()
+	if e.cmd.HasParent() {
+		msg = e.cmd.Name() + ": " + msg
+	}
+	return fmt.Sprintf("%s (see '%s --help')", msg, e.cmd.CommandPath())
+}
+
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(cmd *cobra.Command, format string, args ...any) error {
+	return &usageError{cmd: cmd, err: fmt.Errorf(format, args...)}
+}
+
+// usageArgs makes the errors of an argument check usage errors.
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return &usageError{cmd: cmd, err: err}
+		}
+		return nil
+	}
+}

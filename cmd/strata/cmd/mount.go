@@ -1,0 +1,207 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strata-fs/strata/cmd/strata/internal/daemon"
+	"github.com/strata-fs/strata/internal/mounts"
+	"github.com/strata-fs/strata/layers"
+	"github.com/strata-fs/strata/unionfs"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// mountOptions are the flags of `strata mount`.
+type mountOptions struct {
+	layers   []string // --layer, bottom first
+	upper    string
+	work     string
+	options  []string // -o, each a comma-separated list
+	whiteout string
+	daemon   bool
+	debug    bool
+}
+
+// NewCmdMount returns `strata mount`.
+func NewCmdMount() *cobra.Command {
+	var o mountOptions
+	cmd := &cobra.Command{
+		Use:   "mount [flags] MOUNTPOINT",
+		Short: "Mount a union of layers on MOUNTPOINT",
+		Long: `Mount a union of directory layers on MOUNTPOINT and serve it until it is
+unmounted.
+
+Name the layers either with --layer, bottom layer first and top layer last, as
+the lines of a Dockerfile stack up, or in the kernel overlayfs spelling,
+-o lowerdir=TOP:...:BOTTOM, top layer first. In lowerdir, "\:" and "\," stand
+for a colon and a comma inside a path. Without an upper directory the union is
+read-only. -o also takes FUSE mount options (ro, noatime, allow_other, ...),
+which are passed on, and "volatile", which skips the syncs of copied-up files.
+
+strata runs in the foreground and unmounts on SIGINT or SIGTERM; if the union
+is busy then, it is detached and served until its last user leaves. With
+--daemon it returns once the union answers requests, and runs on until
+'strata umount MOUNTPOINT'.
+
+Exit status: 0 once unmounted (foreground) or mounted (--daemon); 2 for a usage
+error or a refused stack or mount point, with nothing mounted or changed, and
+when a --daemon child fails before it is ready; 1 for any other failure.`,
+		Example: `  # Top layer last, like a Dockerfile:
+  strata mount --layer base --layer app --upper up --work wk /mnt/merged
+
+  # The kernel overlayfs spelling, top layer first:
+  strata mount -o lowerdir=app:base,upperdir=up,workdir=wk /mnt/merged
+
+  # Read-only, in the background:
+  strata mount --daemon -o ro,lowerdir=app:base /mnt/merged
+  strata umount /mnt/merged`,
+		Args:         usageArgs(cobra.ExactArgs(1)),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd, args[0])
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&o.layers, "layer", nil, "a read-only layer `DIR`; repeat, bottom layer first")
+	f.StringVar(&o.upper, "upper", "", "the upper `DIR` that takes every change (none: read-only)")
+	f.StringVar(&o.work, "work", "", "the work `DIR`, empty, on the upper's file system")
+	f.StringArrayVarP(&o.options, "options", "o", nil, "mount `OPTIONS`: lowerdir=, upperdir=, workdir=, volatile, and FUSE options")
+	f.StringVar(&o.whiteout, "whiteout", "oci", "whiteout `FORMAT` written to the upper: oci or overlay (both are read)")
+	f.BoolVar(&o.daemon, "daemon", false, "return once mounted and serve in the background")
+	f.BoolVar(&o.debug, "debug", false, "log every FUSE request (to stderr; nowhere with --daemon)")
+	return cmd
+}
+
+// config reads the flags into a union configuration, its paths resolved and
+// checked, and the mount point checked against it.
+func (o *mountOptions) config(cmd *cobra.Command, mountpoint string) (unionfs.Config, string, error) {
+	s, extra, err := layers.ParseOverlayOptions(strings.Join(o.options, ","))
+	if err != nil {
+		return unionfs.Config{}, "", err
+	}
+	if len(o.layers) > 0 {
+		if len(s.Lowers) > 0 {
+			return unionfs.Config{}, "", usagef(cmd, "give the layers with --layer or with -o lowerdir=, not both")
+		}
+		s.Lowers = slices.Clone(o.layers)
+		slices.Reverse(s.Lowers) // --layer is bottom first, a Stack top first
+	}
+	if len(s.Lowers) == 0 {
+		return unionfs.Config{}, "", usagef(cmd, "no layers: give --layer DIR (bottom first) or -o lowerdir=TOP:...:BOTTOM")
+	}
+	if o.upper != "" {
+		if s.Upper != "" {
+			return unionfs.Config{}, "", usagef(cmd, "give the upper with --upper or with -o upperdir=, not both")
+		}
+		s.Upper = o.upper
+	}
+	if o.work != "" {
+		if s.Work != "" {
+			return unionfs.Config{}, "", usagef(cmd, "give the work dir with --work or with -o workdir=, not both")
+		}
+		s.Work = o.work
+	}
+	format, err := whiteout.ParseFormat(o.whiteout)
+	if err != nil {
+		return unionfs.Config{}, "", usagef(cmd, "--whiteout: %w", err)
+	}
+	r, err := s.Resolve()
+	if err != nil {
+		return unionfs.Config{}, "", err
+	}
+	mnt, err := layers.CheckMountpoint(mountpoint, r)
+	if err != nil {
+		return unionfs.Config{}, "", err
+	}
+	return unionfs.Config{
+		Lowers:   r.Lowers,
+		Upper:    r.Upper,
+		Work:     r.Work,
+		Whiteout: format,
+		Volatile: r.Volatile,
+		Options:  extra,
+		Debug:    o.debug,
+	}, mnt, nil
+}
+
+func (o *mountOptions) run(cmd *cobra.Command, mountpoint string) error {
+	ctx := contextOf(cmd)
+	var ready *daemon.Notifier
+	if o.daemon {
+		if ready = daemon.Child(); ready == nil {
+			// The parent: check the input here, so that its errors come
+			// straight to the terminal, then let a child do the rest.
+			if _, _, err := o.config(cmd, mountpoint); err != nil {
+				return err
+			}
+			_, err := daemon.Start(ctx, os.Args[1:])
+			return err
+		}
+	}
+	cfg, mnt, err := o.config(cmd, mountpoint)
+	if err == nil {
+		err = ctx.Err() // interrupted before anything was mounted
+	}
+	var srv *unionfs.Server
+	if err == nil {
+		srv, err = unionfs.Mount(mnt, cfg)
+	}
+	if ready != nil {
+		if rerr := ready.Ready(err); rerr != nil && err == nil {
+			// Nobody knows of this mount, or it cannot be served from
+			// here: take it down again.
+			return errors.Join(rerr, stop(srv, mnt, io.Discard))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if ready == nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "strata: serving %s; stop with Ctrl-C or 'strata umount %s'\n", mnt, mnt)
+	}
+	return serve(ctx, srv, mnt, cmd.ErrOrStderr())
+}
+
+// serve serves the union until it is unmounted from outside, or until ctx ends
+// (SIGINT, SIGTERM), when it unmounts it.
+func serve(ctx context.Context, srv *unionfs.Server, mnt string, stderr io.Writer) error {
+	done := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil // unmounted from outside: strata umount, umount(8)
+	case <-ctx.Done():
+	}
+	if err := stop(srv, mnt, stderr); err != nil {
+		return err
+	}
+	<-done
+	return nil
+}
+
+// stop unmounts the union; if it is busy, it detaches it, and the server goes
+// on until the last user leaves.
+func stop(srv *unionfs.Server, mnt string, stderr io.Writer) error {
+	if srv == nil {
+		return nil
+	}
+	err := srv.Unmount()
+	if err == nil {
+		return nil
+	}
+	fmt.Fprintf(stderr, "strata: unmount %s: %v; detaching it, serving until its last user leaves\n", mnt, err)
+	if derr := mounts.Detach(mnt); derr != nil {
+		return errors.Join(fmt.Errorf("unmount %s: %w", mnt, err), derr)
+	}
+	return nil
+}

@@ -1,0 +1,43 @@
+// Command strata mounts union file systems through FUSE: read-only layers
+// merged under a writable upper, like the kernel's overlayfs. See the README
+// and `strata --help`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/strata-fs/strata/cmd/strata/cmd"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version string
+
+func main() {
+	// SIGINT and SIGTERM cancel the context: a mount in the foreground
+	// unmounts and exits 0.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := cmd.New(buildVersion()).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		// One line on stderr, whatever the error carries.
+		msg := strings.TrimSpace(strings.ReplaceAll(err.Error(), "\n", " "))
+		fmt.Fprintln(os.Stderr, "strata:", msg)
+		os.Exit(cmd.ExitCode(err))
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
