@@ -429,7 +429,13 @@ func (d *demo) summary() error {
 	if err != nil {
 		return fmt.Errorf("demo: list upper: %w", err)
 	}
-	d.say("Packed as a tar, upper/ is a layer: stacked on config, app and base it gives")
+	d.say("upper/ is a layer in its own right: stacked on config, app and base, it gives")
 	d.say("back the tree merged/ showed.")
+	if d.format == whiteout.OCI {
+		d.say("Its whiteouts are in the OCI format, so a tar of it is an image layer as it is.")
+	} else {
+		d.say("Its whiteouts are in the kernel's format, so it can be an upperdir or a lowerdir")
+		d.say("of kernel overlayfs as it is.")
+	}
 	return nil
 }
