@@ -196,7 +196,7 @@ func TestValidateRefuses(t *testing.T) {
 				t.Errorf("%q does not name %q", err, tc.path)
 			}
 			var e *Error
-			if tc.err != ErrNoLayers && !errors.As(err, &e) {
+			if !errors.Is(tc.err, ErrNoLayers) && !errors.As(err, &e) {
 				t.Errorf("%v: not an *Error", err)
 			}
 		})

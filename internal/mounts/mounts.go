@@ -123,7 +123,7 @@ func Self() ([]Mount, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only; everything was read
 	return Parse(f)
 }
 

@@ -1,6 +1,9 @@
 package cmd
 
 import (
+	"os/signal"
+	"syscall"
+
 	"github.com/spf13/cobra"
 
 	"github.com/strata-fs/strata/cmd/strata/internal/demo"
@@ -29,6 +32,11 @@ directory. Then unmount and remove everything. Needs root and /dev/fuse.`,
 				return usagef(cmd, "--whiteout: %w", err)
 			}
 			opts.Whiteout = f
+			// `strata demo | head` closes stdout early. Left alone, the
+			// next write would kill strata by SIGPIPE with the union still
+			// mounted and the temp dir in place; ignored, it is an EPIPE
+			// that the demo returns after cleaning up.
+			signal.Ignore(syscall.SIGPIPE)
 			return demo.Run(contextOf(cmd), cmd.OutOrStdout(), opts)
 		},
 	}

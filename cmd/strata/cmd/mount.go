@@ -164,7 +164,8 @@ func (o *mountOptions) run(cmd *cobra.Command, mountpoint string) error {
 		return err
 	}
 	if ready == nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "strata: serving %s; stop with Ctrl-C or 'strata umount %s'\n", mnt, mnt)
+		// A note for a person; the union is served whether it is read or not.
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "strata: serving %s; stop with Ctrl-C or 'strata umount %s'\n", mnt, mnt)
 	}
 	return serve(ctx, srv, mnt, cmd.ErrOrStderr())
 }
@@ -199,7 +200,7 @@ func stop(srv *unionfs.Server, mnt string, stderr io.Writer) error {
 	if err == nil {
 		return nil
 	}
-	fmt.Fprintf(stderr, "strata: unmount %s: %v; detaching it, serving until its last user leaves\n", mnt, err)
+	_, _ = fmt.Fprintf(stderr, "strata: unmount %s: %v; detaching it, serving until its last user leaves\n", mnt, err) // a note; the detach below is what counts
 	if derr := mounts.Detach(mnt); derr != nil {
 		return errors.Join(fmt.Errorf("unmount %s: %w", mnt, err), derr)
 	}

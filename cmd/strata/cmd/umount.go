@@ -48,7 +48,7 @@ mount point; 1 for any other failure, such as a busy union.`,
 				return err
 			}
 			if res == mounts.Detached {
-				fmt.Fprintf(cmd.ErrOrStderr(), "strata: %s: its strata process was gone (transport endpoint is not connected); detached\n", mnt)
+				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "strata: %s: its strata process was gone (transport endpoint is not connected); detached\n", mnt) // done either way
 			}
 			return nil
 		},

@@ -61,7 +61,7 @@ func Start(ctx context.Context, args []string) (pid int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("readiness pipe: %w", err)
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }() // the read end; nothing was written through it
 
 	// A daemon must hold none of the descriptors this process inherited: a
 	// pipe of the shell that ran us, say, which would never see its end.

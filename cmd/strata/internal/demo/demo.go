@@ -97,7 +97,7 @@ func Run(ctx context.Context, w io.Writer, opts Options) (err error) {
 	for _, step := range []func(context.Context) error{
 		d.build, d.mount, d.mergedRead, d.copyUp, d.delete, d.opaque,
 	} {
-		if err := ctx.Err(); err != nil {
+		if ctx.Err() != nil || d.werr != nil {
 			break
 		}
 		if err = step(ctx); err != nil {
@@ -110,10 +110,10 @@ func Run(ctx context.Context, w io.Writer, opts Options) (err error) {
 	if err == nil {
 		err = ctx.Err()
 	}
-	if err == nil {
+	if err == nil && d.werr == nil {
 		err = d.summary()
 	}
-	return err
+	return errors.Join(err, d.werr)
 }
 
 type demo struct {
@@ -123,16 +123,25 @@ type demo struct {
 	srv    *unionfs.Server
 	mnt    string
 	steps  int
+	werr   error // the first error writing to w
 }
 
 func (d *demo) path(rel ...string) string { return filepath.Join(append([]string{d.root}, rel...)...) }
 
 func (d *demo) step(title string) {
 	d.steps++
-	fmt.Fprintf(d.w, "\n== %d. %s ==\n", d.steps, title)
+	d.print("\n== %d. %s ==\n", d.steps, title)
 }
 
-func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.w, format+"\n", args...) }
+func (d *demo) say(format string, args ...any) { d.print(format+"\n", args...) }
+
+// print writes to the demo's output and keeps the first error, which Run
+// returns: `strata demo | head` should stop the demo, not run it blind.
+func (d *demo) print(format string, args ...any) {
+	if _, err := fmt.Fprintf(d.w, format, args...); err != nil && d.werr == nil {
+		d.werr = fmt.Errorf("demo: write output: %w", err)
+	}
+}
 
 // show prints a file's content, or what stands in its way.
 func (d *demo) show(label, p string) {
