@@ -119,6 +119,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		Options:              append([]string{"default_permissions"}, cfg.Options...),
 		MaxWrite:             1 << 20,
 		EnableSymlinkCaching: true,
+		EnableAcl:            true,
 		DirectMount:          true,
 		Debug:                cfg.Debug,
 		Logger:               logger,
