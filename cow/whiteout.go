@@ -89,7 +89,7 @@ func (u *Upper) Make(dirRel, name string, uid, gid int, opaque bool, create func
 	}
 	// An OCI whiteout beside the new entry hides nothing any more (a whiteout
 	// never hides its own layer); remove it after the entry exists.
-	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && !noEntry(err) {
 		return st, &os.PathError{Op: "unlink whiteout", Path: rel, Err: err}
 	}
 	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -194,7 +194,7 @@ func (u *Upper) RemoveWhiteout(dirRel, name string) error {
 		return err
 	}
 	defer unix.Close(dfd)
-	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && !noEntry(err) {
 		return &os.PathError{Op: "unlink whiteout", Path: rel, Err: err}
 	}
 	var st unix.Stat_t
@@ -238,4 +238,11 @@ func (u *Upper) setOpaqueAt(dirfd int, name string) error {
 		return &os.PathError{Op: "close", Path: o.Entry.Name, Err: err}
 	}
 	return nil
+}
+
+// noEntry reports an error that means "no such entry". ENAMETOOLONG counts: a
+// name within 4 bytes of NAME_MAX has no room for the ".wh." of an OCI whiteout,
+// so it cannot have one.
+func noEntry(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENAMETOOLONG)
 }

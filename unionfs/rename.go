@@ -125,6 +125,9 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 			return err
 		}
 	}
+	// RENAME_NOREPLACE was checked against the merged view above; in the upper
+	// the target may still be a whiteout, which the entry must replace.
+	flags &^= unix.RENAME_NOREPLACE
 	if err := n.u.renameUpper(n.rel(), name, np.rel(), newName, flags); err != nil {
 		if !(errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST)) || !dexists || de.mode != syscall.S_IFDIR {
 			return err
