@@ -372,7 +372,7 @@ func copyXattrs(sdir int, sname, srel string, ddir int, dname string, privileged
 		return err
 	}
 	for _, name := range names {
-		if whiteout.IsPrivateXattr(name) {
+		if whiteout.IsOwnXattr(name, privileged) {
 			continue
 		}
 		v, err := xattr.Get(sdir, sname, name)

@@ -117,7 +117,7 @@ func TestCopyUpTypes(t *testing.T) {
 			}
 			want := xattrs(t, filepath.Join(e.lower, name))
 			for n := range want {
-				if whiteout.IsPrivateXattr(n) {
+				if whiteout.IsOwnXattr(n, e.u.Privileged) {
 					delete(want, n)
 				}
 			}

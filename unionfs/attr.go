@@ -11,7 +11,6 @@ import (
 
 	"github.com/strata-fs/strata/internal/beneath"
 	"github.com/strata-fs/strata/internal/xattr"
-	"github.com/strata-fs/strata/whiteout"
 )
 
 var _ = (fs.NodeSetattrer)((*node)(nil))
@@ -176,7 +175,7 @@ func (n *node) loadXattrs() (map[string][]byte, error) {
 	}
 	m := make(map[string][]byte, len(names))
 	for _, name := range names {
-		if whiteout.IsPrivateXattr(name) {
+		if n.u.ownXattr(name) {
 			continue
 		}
 		v, err := xattr.Get(root, rel, name)
@@ -199,7 +198,7 @@ func (n *node) loadXattrs() (map[string][]byte, error) {
 var _ = (fs.NodeGetxattrer)((*node)(nil))
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if whiteout.IsPrivateXattr(attr) {
+	if n.u.ownXattr(attr) {
 		return 0, syscall.ENODATA
 	}
 	m, err := n.loadXattrs()
@@ -241,7 +240,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 var _ = (fs.NodeSetxattrer)((*node)(nil))
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if whiteout.IsPrivateXattr(attr) {
+	if n.u.ownXattr(attr) {
 		return syscall.EPERM
 	}
 	if _, err := n.loadXattrs(); err != nil {
@@ -262,7 +261,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 var _ = (fs.NodeRemovexattrer)((*node)(nil))
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if whiteout.IsPrivateXattr(attr) {
+	if n.u.ownXattr(attr) {
 		return syscall.ENODATA
 	}
 	m, err := n.loadXattrs()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/strata-fs/strata/cow"
 	"github.com/strata-fs/strata/internal/beneath"
+	"github.com/strata-fs/strata/whiteout"
 )
 
 // upperLayer is the index of the upper layer in union.layers.
@@ -37,6 +38,13 @@ type union struct {
 }
 
 func (u *union) readOnly() bool { return u.upper == nil }
+
+// ownXattr reports whether the xattr name is the union's bookkeeping, hidden
+// from the merged tree.
+func (u *union) ownXattr(name string) bool {
+	privileged := u.upper == nil || u.upper.Privileged
+	return whiteout.IsOwnXattr(name, privileged)
+}
 
 // statx reads the attributes of rel in layer l without following a final
 // symlink. Every directory on the way is a directory in that layer (the indexes

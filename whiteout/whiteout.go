@@ -239,3 +239,14 @@ func OpaqueFor(f Format, privileged bool) Opaque {
 
 // IsDirMode reports whether mode (st_mode) is a directory.
 func IsDirMode(mode uint32) bool { return mode&modeType == modeDir }
+
+// IsOwnXattr reports whether a union that writes xattrs with privilege
+// (privileged) keeps the xattr name to itself. As in kernel overlayfs,
+// "trusted.overlay.*" always is the union's; "user.overlay.*" is only in the
+// unprivileged (userxattr) mode, and is an ordinary user xattr otherwise.
+func IsOwnXattr(name string, privileged bool) bool {
+	if strings.HasPrefix(name, trustedOverlayPrefix) {
+		return true
+	}
+	return !privileged && strings.HasPrefix(name, userOverlayPrefix)
+}

@@ -521,3 +521,23 @@ func TestConstants(t *testing.T) {
 		})
 	}
 }
+
+func TestIsOwnXattr(t *testing.T) {
+	for _, tt := range []struct {
+		xattr      string
+		privileged bool
+		want       bool
+	}{
+		{"trusted.overlay.opaque", true, true},
+		{"trusted.overlay.origin", false, true},
+		{"user.overlay.opaque", true, false},
+		{"user.overlay.opaque", false, true},
+		{"user.other", false, false},
+		{"security.capability", true, false},
+		{"trusted.overlayx", true, false},
+	} {
+		if got := whiteout.IsOwnXattr(tt.xattr, tt.privileged); got != tt.want {
+			t.Errorf("IsOwnXattr(%q, %v) = %v, want %v", tt.xattr, tt.privileged, got, tt.want)
+		}
+	}
+}
