@@ -31,8 +31,9 @@
 // index of its device in the top bits when the layers span several filesystems.
 // A copied-up entry keeps its old number for the life of the mount through a
 // table from upper inode to union inode. Lower files with several hard links get
-// one node per name: FUSE hands the daemon an inode, not the name it was reached
-// by, and a copy-up must copy the name that was written to.
+// one node per name (the same st_ino, another generation): FUSE hands the daemon
+// an inode, not the name it was reached by, and a copy-up must copy the name that
+// was written to.
 //
 // # Caching
 //

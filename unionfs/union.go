@@ -91,15 +91,16 @@ func (e *fsError) Unwrap() error { return e.err }
 // An entry's number is its inode number in the layer where it was first found,
 // prefixed with the index of that layer's device when layers span devices, so
 // that numbers from different filesystems never collide. Two tables keep numbers
-// stable where the disk would not: copied maps an upper inode to the number its
-// lower original had, and linked gives each name of a multiply-linked lower
-// file its own number.
+// stable where the disk would not: copied maps an upper inode to the identity its
+// lower original had, and linked gives each name of a multiply-linked lower file
+// a node of its own (by its generation) under the shared number.
 type identities struct {
 	mu      sync.Mutex
 	devs    map[uint64]uint64 // device -> index, in the order first seen
 	copied  map[devIno]fs.StableAttr
-	linked  map[linkKey]uint64
-	nextIno uint64 // for linked and for inode numbers too large to prefix
+	linked  map[linkKey]uint64 // generation of each name of a linked lower file
+	nextGen uint64
+	nextIno uint64 // for inode numbers too large to prefix
 	big     map[devIno]uint64
 }
 
@@ -122,6 +123,7 @@ func (t *identities) init(devs []uint64) {
 	t.linked = map[linkKey]uint64{}
 	t.big = map[devIno]uint64{}
 	t.nextIno = synthBase
+	t.nextGen = synthBase // above any birth time in nanoseconds until 2262
 	for _, d := range devs {
 		if _, ok := t.devs[d]; !ok {
 			t.devs[d] = uint64(len(t.devs))
@@ -187,14 +189,16 @@ func (t *identities) of(l int, st *unix.Statx_t, parent uint64, name string) fs.
 		gen = 1
 	}
 	if l != upperLayer && mode != syscall.S_IFDIR && st.Nlink > 1 {
+		// One node per name, told apart by the generation, while st_ino
+		// stays the lower file's, shared by its names as in overlayfs.
 		k := linkKey{parent, name}
-		n, ok := t.linked[k]
+		g, ok := t.linked[k]
 		if !ok {
-			n = t.nextIno
-			t.nextIno++
-			t.linked[k] = n
+			g = t.nextGen
+			t.nextGen++
+			t.linked[k] = g
 		}
-		return fs.StableAttr{Mode: mode, Ino: n, Gen: gen}
+		gen = g
 	}
 	return fs.StableAttr{Mode: mode, Ino: t.numberLocked(dev, st.Ino), Gen: gen}
 }
