@@ -79,14 +79,16 @@ func (n *node) copyUpTree() error {
 	if err := n.copyUp(-1); err != nil {
 		return err
 	}
-	return n.u.copyTreeBelow(n.rel(), n, nil)
+	return n.u.copyTreeBelow(n.rel(), n, nil, map[devIno]string{})
 }
 
 // copyTreeBelow copies up every entry of the merged directory rel, recursively.
 // dir is the directory's node when there is one, so that its listing and its
 // children's nodes learn where their entries live now; without a node, layers
-// are the directory's layers.
-func (u *union) copyTreeBelow(rel string, dir *node, layers []int) error {
+// are the directory's layers. links maps each multiply-linked lower file copied
+// so far to its upper path, so that its other names in the tree are linked to
+// that copy, as cp -a would, rather than copied again.
+func (u *union) copyTreeBelow(rel string, dir *node, layers []int, links map[devIno]string) error {
 	var idx *dirIndex
 	var err error
 	if dir != nil {
@@ -119,6 +121,15 @@ func (u *union) copyTreeBelow(rel string, dir *node, layers []int) error {
 				child = ch.Operations().(*node)
 			}
 		}
+		if t.e.layer != upperLayer && t.e.mode != syscall.S_IFDIR {
+			linked, err := u.linkInTree(dir, rel, t.name, &t.e, child, links)
+			if err != nil {
+				return err
+			}
+			if linked {
+				continue
+			}
+		}
 		if child != nil {
 			if err := child.copyUp(-1); err != nil {
 				return err
@@ -133,7 +144,7 @@ func (u *union) copyTreeBelow(rel string, dir *node, layers []int) error {
 			if t.e.layer != upperLayer {
 				layers = append([]int{upperLayer}, layers...)
 			}
-			if err := u.copyTreeBelow(crel, child, layers); err != nil {
+			if err := u.copyTreeBelow(crel, child, layers, links); err != nil {
 				return err
 			}
 		}
@@ -181,4 +192,60 @@ func (u *union) allLayers() []int {
 		}
 	}
 	return ls
+}
+
+// linkInTree makes the upper entry for a lower file with several names a hard
+// link to the copy of an earlier name, if one was copied in this tree; else it
+// notes this name as the copy to link to. It reports whether it linked.
+func (u *union) linkInTree(dir *node, dirRel, name string, e *entry, child *node, links map[devIno]string) (bool, error) {
+	rel := beneath.Join(dirRel, name)
+	var st unix.Statx_t
+	if err := u.statx(e.layer, rel, &st); err != nil {
+		return false, err
+	}
+	if st.Nlink < 2 {
+		return false, nil
+	}
+	key := devIno{unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino}
+	first, ok := links[key]
+	if !ok {
+		links[key] = rel
+		return false, nil
+	}
+	root := u.layers[upperLayer].root
+	fdir, fname := beneath.Split(first)
+	ffd, err := beneath.OpenDir(root, fdir)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(ffd)
+	tfd, err := beneath.OpenDir(root, dirRel)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(tfd)
+	var pst unix.Stat_t
+	parentTimes := unix.Fstat(tfd, &pst) == nil
+	if err := unix.Linkat(ffd, fname, tfd, name, 0); err != nil {
+		return false, &fsError{op: "linkat", layer: upperLayer, rel: rel, err: err}
+	}
+	if parentTimes {
+		// Like a copy-up, linking in a copy changes nothing the union shows.
+		ts := []unix.Timespec{unix.NsecToTimespec(pst.Atim.Nano()), unix.NsecToTimespec(pst.Mtim.Nano())}
+		_ = unix.UtimesNanoAt(tfd, ".", ts, 0) // cosmetic; the link is made
+	}
+	if child != nil {
+		child.mu.Lock()
+		child.layer = upperLayer
+		child.mu.Unlock()
+	}
+	if dir != nil {
+		dir.mu.Lock()
+		if de, ok := dir.idx.names[name]; ok {
+			de.layer = upperLayer
+			de.below = true
+		}
+		dir.mu.Unlock()
+	}
+	return true, nil
 }

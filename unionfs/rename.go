@@ -210,7 +210,7 @@ func (n *node) wholeInUpper(name string, e *entry) (bool, error) {
 		if e.layer != upperLayer {
 			layers = append([]int{upperLayer}, layers...)
 		}
-		return true, n.u.copyTreeBelow(beneath.Join(n.rel(), name), nil, layers)
+		return true, n.u.copyTreeBelow(beneath.Join(n.rel(), name), nil, layers, map[devIno]string{})
 	}
 	if e.layer == upperLayer {
 		return false, nil
