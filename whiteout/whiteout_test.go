@@ -2,6 +2,7 @@ package whiteout_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -523,21 +524,55 @@ func TestConstants(t *testing.T) {
 }
 
 func TestIsOwnXattr(t *testing.T) {
-	for _, tt := range []struct {
+	tests := []struct {
 		xattr      string
 		privileged bool
 		want       bool
 	}{
 		{"trusted.overlay.opaque", true, true},
+		{"trusted.overlay.opaque", false, true},
+		{"trusted.overlay.origin", true, true},
 		{"trusted.overlay.origin", false, true},
+		{"trusted.overlay.", true, true},
 		{"user.overlay.opaque", true, false},
 		{"user.overlay.opaque", false, true},
+		{"user.overlay.origin", true, false},
+		{"user.overlay.origin", false, true},
+		{"user.overlay.", false, true},
+		{"user.overlay", false, false},
+		{"user.overlayfoo.x", false, false},
 		{"user.other", false, false},
+		{"user.other", true, false},
+		{"trusted.other", true, false},
 		{"security.capability", true, false},
+		{"security.overlay.opaque", false, false},
 		{"trusted.overlayx", true, false},
-	} {
-		if got := whiteout.IsOwnXattr(tt.xattr, tt.privileged); got != tt.want {
-			t.Errorf("IsOwnXattr(%q, %v) = %v, want %v", tt.xattr, tt.privileged, got, tt.want)
+		{"trusted.overlay", false, false},
+		{"TRUSTED.overlay.opaque", true, false},
+		{"", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/privileged=%v", tt.xattr, tt.privileged), func(t *testing.T) {
+			if got := whiteout.IsOwnXattr(tt.xattr, tt.privileged); got != tt.want {
+				t.Errorf("IsOwnXattr(%q, %v) = %v, want %v", tt.xattr, tt.privileged, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestIsOwnXattrCoversIsPrivateXattr checks that the two agree where they must:
+// what a union keeps to itself in either mode is private, and an unprivileged
+// union keeps every private xattr to itself.
+func TestIsOwnXattrCoversIsPrivateXattr(t *testing.T) {
+	names := []string{"trusted.overlay.opaque", "user.overlay.opaque", "user.x", "trusted.x", "security.capability", "user.overlay"}
+	for _, n := range names {
+		for _, priv := range []bool{true, false} {
+			if whiteout.IsOwnXattr(n, priv) && !whiteout.IsPrivateXattr(n) {
+				t.Errorf("IsOwnXattr(%q, %v) = true but IsPrivateXattr = false", n, priv)
+			}
+		}
+		if got, want := whiteout.IsOwnXattr(n, false), whiteout.IsPrivateXattr(n); got != want {
+			t.Errorf("IsOwnXattr(%q, false) = %v, want %v (IsPrivateXattr)", n, got, want)
 		}
 	}
 }
