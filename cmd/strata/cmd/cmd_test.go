@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -234,12 +236,25 @@ func TestMountForeground(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	stderr := &watch{want: "strata: serving", seen: make(chan struct{})}
 	go func() {
-		_, err := run(ctx, "mount", "--layer", filepath.Join(d, "base"), "--layer", filepath.Join(d, "app"), mnt)
-		done <- err
+		root := New("test")
+		root.SetOut(io.Discard)
+		root.SetErr(stderr)
+		root.SetArgs([]string{"mount", "--layer", filepath.Join(d, "base"), "--layer", filepath.Join(d, "app"), mnt})
+		done <- root.ExecuteContext(ctx)
 	}()
-	waitMounted(t, mnt, true)
-	t.Cleanup(func() { _ = mounts.Detach(mnt) }) // only if the test failed halfway
+	// Touch the mount only once Mount has returned. Until then go-fuse's
+	// WaitMount is inside an open of the mount itself (its poll hack), and a
+	// second access from this process then could stall the Go runtime and
+	// the server with it (seen once: a GC stop-the-world never completed).
+	select {
+	case <-stderr.seen:
+	case err := <-done:
+		t.Fatalf("mount: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not serving after 10s")
+	}
 	for f, want := range map[string]string{"a": "base a", "b": "app b"} {
 		got, err := os.ReadFile(filepath.Join(mnt, f))
 		if err != nil || string(got) != want {
@@ -256,6 +271,27 @@ func TestMountForeground(t *testing.T) {
 		t.Fatal("mount still serving 10s after the signal")
 	}
 	waitMounted(t, mnt, false)
+}
+
+// watch is an io.Writer that closes seen once want has been written to it.
+type watch struct {
+	want string
+	seen chan struct{}
+
+	mu     sync.Mutex
+	buf    strings.Builder
+	closed bool
+}
+
+func (w *watch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.closed && strings.Contains(w.buf.String(), w.want) {
+		close(w.seen)
+		w.closed = true
+	}
+	return len(p), nil
 }
 
 // TestUmountEndsServer unmounts with `strata umount` a union served here, and
