@@ -140,7 +140,7 @@ func (n *node) addFile(fd int, lower bool) *file {
 	f := &file{node: n, fd: fd, lower: lower}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	f.passthrough = n.u.passthrough && !n.noPassthrough
+	f.passthrough = n.u.passthrough.Load() && !n.noPassthrough
 	if f.passthrough && lower {
 		n.lowerBacked = true
 	}

@@ -140,7 +140,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	u.passthrough = probePassthrough(server, logger)
+	u.passthrough.Store(probePassthrough(server, logger))
 	return &Server{fuse: server, union: u}, nil
 }
 

@@ -3,6 +3,7 @@ package unionfs
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -34,7 +35,8 @@ type union struct {
 
 	// passthrough is false when the kernel refused a backing file, so that no
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).
-	passthrough bool
+	// It is learnt once the mount serves, hence atomic.
+	passthrough atomic.Bool
 }
 
 func (u *union) readOnly() bool { return u.upper == nil }
