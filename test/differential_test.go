@@ -203,6 +203,15 @@ func manyFiles(dir string, from, to int, content string) []fx {
 	return out
 }
 
+// manySparse makes n sparse files s%03d of size bytes.
+func manySparse(n int, size int64) []fx {
+	var out []fx
+	for i := 0; i < n; i++ {
+		out = append(out, fSparse(fmt.Sprintf("s%03d", i), size))
+	}
+	return out
+}
+
 func manyWhiteouts(dir string, from, to int) []fx {
 	var out []fx
 	for i := from; i < to; i++ {
@@ -447,6 +456,16 @@ func diffCases() []diffCase {
 				r.sparse("sparse")
 				r.readAt("sparse", 32<<20, 8)
 				r.readAt("sparse", 20<<20, 2)
+			}},
+		{name: "write/read-then-write-100-files", layers: layers(manySparse(100, 256<<10)),
+			// Each file is read (its descriptor closed) just before it is opened
+			// for writing: the write must reach the copy-up, never the lower file.
+			ops: func(r *opRun) {
+				for i := 0; i < 100; i++ {
+					n := fmt.Sprintf("s%03d", i)
+					r.read(n)
+					r.writeAt(n, 100<<10, "X")
+				}
 			}},
 		{name: "write/big-8MiB-copyup", layers: layers(layer(fBig("big", 8<<20), fXattr("big", "user.k", "v"))),
 			ops: func(r *opRun) { r.writeAt("big", 4<<20, "middle"); r.readAt("big", 4<<20-2, 10) }},
