@@ -30,7 +30,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	rel := n.rel()
 	if n.isOrphan() {
 		// Unlinked but open: change the file through the caller's descriptor.
-		fh, ok := f.(*file)
+		fh, ok := asFile(f)
 		if !ok || fh.lower {
 			return syscall.ESTALE
 		}
@@ -69,7 +69,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		}
 	}
 	if hasSize {
-		if fh, ok := f.(*file); ok && !fh.lower {
+		if fh, ok := asFile(f); ok && !fh.lower {
 			err = unix.Ftruncate(fh.fd, int64(size))
 		} else {
 			err = truncateAt(dfd, name, int64(size))

@@ -25,8 +25,16 @@ type file struct {
 	closed bool
 }
 
+// passthroughFile is a file whose descriptor the kernel may use as the backing
+// file. It is a type of its own because go-fuse attaches a node's registered
+// backing file to every open whose handle implements FilePassthroughFder,
+// without asking the handle, as long as an earlier open keeps that backing
+// registered: a handle that must not use the backing file must not have the
+// method at all.
+type passthroughFile struct{ *file }
+
 var (
-	_ = (fs.FilePassthroughFder)((*file)(nil))
+	_ = (fs.FilePassthroughFder)((*passthroughFile)(nil))
 	_ = (fs.FileReader)((*file)(nil))
 	_ = (fs.FileWriter)((*file)(nil))
 	_ = (fs.FileFsyncer)((*file)(nil))
@@ -36,10 +44,17 @@ var (
 	_ = (fs.FileAllocater)((*file)(nil))
 )
 
-// PassthroughFd offers the descriptor as the kernel's backing file, unless the
-// node must not use passthrough (see the package doc).
-func (f *file) PassthroughFd() (int, bool) {
-	return f.fd, f.passthrough
+// PassthroughFd offers the descriptor as the kernel's backing file.
+func (f *passthroughFile) PassthroughFd() (int, bool) {
+	return f.fd, true
+}
+
+// handle is what the kernel gets for the file: with or without passthrough.
+func (f *file) handle() fs.FileHandle {
+	if f.passthrough {
+		return &passthroughFile{f}
+	}
+	return f
 }
 
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -114,7 +129,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	return f, fuse.FOPEN_KEEP_CACHE, 0
+	return f.handle(), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // openFile opens the node's file in its current layer with open(2) flags and
@@ -149,4 +164,15 @@ func (n *node) addFile(fd int, lower bool) *file {
 	}
 	n.fds[f] = struct{}{}
 	return f
+}
+
+// asFile returns the file behind a handle the kernel passed back.
+func asFile(h fs.FileHandle) (*file, bool) {
+	switch f := h.(type) {
+	case *file:
+		return f, true
+	case *passthroughFile:
+		return f.file, true
+	}
+	return nil, false
 }

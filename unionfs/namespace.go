@@ -118,7 +118,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, toErrno(err)
 	}
 	f := child.addFile(fd, false)
-	return child.EmbeddedInode(), f, fuse.FOPEN_KEEP_CACHE, 0
+	return child.EmbeddedInode(), f.handle(), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))
@@ -373,7 +373,7 @@ var _ = (fs.NodeFsyncer)((*node)(nil))
 // Fsync of a directory reaches the upper's copy of it, so that a rename or create
 // made durable by the caller is durable in the upper.
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
-	if fh, ok := f.(*file); ok {
+	if fh, ok := asFile(f); ok {
 		return fh.Fsync(ctx, flags)
 	}
 	if n.u.readOnly() || n.where() != upperLayer {
@@ -424,5 +424,5 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	ch := n.NewInode(ctx, child, id)
 	attrFromStatx(&out.Attr, &st)
 	child.fixAttr(&out.Attr)
-	return ch, child.addFile(fd, false), fuse.FOPEN_KEEP_CACHE, 0
+	return ch, child.addFile(fd, false).handle(), fuse.FOPEN_KEEP_CACHE, 0
 }

@@ -177,7 +177,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 var _ = (fs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if fh, ok := f.(*file); ok && !(fh.lower && n.where() == upperLayer) {
+	if fh, ok := asFile(f); ok && !(fh.lower && n.where() == upperLayer) {
 		// (A handle of the lower file opened before a copy-up would tell
 		// the old attributes.)
 		return n.fstat(fh.fd, out)
