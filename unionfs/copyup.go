@@ -53,8 +53,11 @@ func (n *node) copyUp(size int64) error {
 			n.idx.layers = append([]int{upperLayer}, n.idx.layers...)
 		}
 	}
-	if n.lowerBacked {
-		n.noPassthrough = true
+	// Handles opened on the lower file read the upper copy from now on, so
+	// that every reader sees what writers write (the kernel shares one page
+	// cache between them).
+	for f := range n.fds {
+		f.reopenUpper(rel)
 	}
 	n.mu.Unlock()
 

@@ -21,7 +21,9 @@ type file struct {
 	lower       bool // fd is a lower layer's file, opened read-only
 	passthrough bool
 
-	mu     sync.Mutex
+	// mu guards fd against its swap by reopenUpper and its close. Lock
+	// order: the node's mu, then this.
+	mu     sync.RWMutex
 	closed bool
 }
 
@@ -58,6 +60,8 @@ func (f *file) handle() fs.FileHandle {
 }
 
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	n, err := unix.Pread(f.fd, dest, off)
 	if err != nil {
 		return nil, toErrno(err)
@@ -69,11 +73,15 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 	if f.lower {
 		return 0, syscall.EBADF // never reached: writers open the upper copy
 	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	n, err := unix.Pwrite(f.fd, data, off)
 	return uint32(n), toErrno(err)
 }
 
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	const fdatasync = 1 // FUSE_FSYNC_FDATASYNC
 	if flags&fdatasync != 0 {
 		return toErrno(unix.Fdatasync(f.fd))
@@ -86,19 +94,28 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (f *file) Flush(ctx context.Context) syscall.Errno { return 0 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
+	n := f.node
+	n.mu.Lock()
+	if _, ok := n.fds[f]; !ok {
+		n.mu.Unlock()
 		return 0
 	}
+	delete(n.fds, f)
+	if f.passthrough {
+		n.passedThrough--
+	} else {
+		n.cached--
+	}
+	n.mu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.closed = true
-	f.node.mu.Lock()
-	delete(f.node.fds, f)
-	f.node.mu.Unlock()
 	return toErrno(unix.Close(f.fd))
 }
 
 func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	n, err := unix.Seek(f.fd, int64(off), int(whence))
 	return uint64(n), toErrno(err)
 }
@@ -107,6 +124,8 @@ func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) sysc
 	if f.lower {
 		return syscall.EBADF
 	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	return toErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
 }
 
@@ -151,13 +170,22 @@ func (n *node) openFile(flags int) (*file, error) {
 	return n.addFile(fd, l != upperLayer), nil
 }
 
+// addFile registers an open descriptor of the node's file and chooses its I/O
+// mode. The kernel keeps one mode per inode while it is open: either every open
+// passes through to one backing file, or none does and all share the page cache
+// (it fails an open that breaks the rule with EIO). A lower file is never a
+// backing file: the kernel reopens the backing file with each new opener's
+// flags, so a writer after a copy-up would write to the lower layer. Upper files
+// pass through when no cached handle is open.
 func (n *node) addFile(fd int, lower bool) *file {
 	f := &file{node: n, fd: fd, lower: lower}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	f.passthrough = n.u.passthrough.Load() && !n.noPassthrough
-	if f.passthrough && lower {
-		n.lowerBacked = true
+	f.passthrough = n.u.passthrough.Load() && !lower && n.cached == 0
+	if f.passthrough {
+		n.passedThrough++
+	} else {
+		n.cached++
 	}
 	if n.fds == nil {
 		n.fds = map[*file]struct{}{}
@@ -175,4 +203,22 @@ func asFile(h fs.FileHandle) (*file, bool) {
 		return f.file, true
 	}
 	return nil, false
+}
+
+// reopenUpper points a handle of the lower file at the upper copy rel, after a
+// copy-up; the caller holds the node's lock. On failure the handle keeps reading
+// the lower file, which holds the data as it was before the copy-up.
+func (f *file) reopenUpper(rel string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || !f.lower {
+		return
+	}
+	fd, err := beneath.Open(f.node.u.layers[upperLayer].root, rel, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return
+	}
+	_ = unix.Close(f.fd) // read-only: nothing to flush
+	f.fd = fd
+	f.lower = false
 }

@@ -34,10 +34,9 @@ type node struct {
 	unlinked bool
 	// xattrs caches the node's extended attributes; nil until first asked.
 	xattrs map[string][]byte
-	// lowerBacked is set once an open handle passed a lower file to the kernel
-	// as passthrough backing; noPassthrough once such a node was copied up.
-	lowerBacked   bool
-	noPassthrough bool
+	// cached and passedThrough count the open handles in each of the kernel's
+	// two I/O modes for an inode, which it never mixes (see addFile).
+	cached, passedThrough int
 	// fds are the open handles, for fstat of a node that lost its last name.
 	fds map[*file]struct{}
 }
