@@ -39,9 +39,12 @@
 //
 // Entries, attributes and negative lookups are cached by the kernel with long
 // timeouts; every change goes through this daemon, so the kernel's own bookkeeping
-// of FUSE replies keeps its caches true. File data goes through FUSE passthrough
-// when the kernel offers it: the kernel reads and writes the layer file directly.
-// A node whose passthrough backing was a lower file never uses passthrough again
-// after its copy-up, since the kernel would keep handing out that backing file to
-// new opens, and writes through it would reach the lower layer.
+// of FUSE replies keeps its caches true.
+//
+// File data of upper files goes through FUSE passthrough when the kernel offers
+// it: the kernel reads and writes the layer file directly. Lower files are read
+// through the daemon into the kernel's page cache, which is kept across opens:
+// the kernel reopens a registered backing file with each new opener's flags, so
+// a lower backing file would take the writes of an opener that came after a
+// copy-up. After a copy-up, open handles of the lower file read the upper copy.
 package unionfs
