@@ -209,7 +209,19 @@ func TestMmap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	copy(mem[4096:], "mapped")
+	// Fill the mapping through read(2) from a pipe, so that the page fault
+	// happens inside a system call: a plain store that faults in this process,
+	// which also serves the mount, can stall a garbage collection for good.
+	var p [2]int
+	if err := unix.Pipe(p[:]); err != nil {
+		t.Fatal(err)
+	}
+	unix.Write(p[1], []byte("mapped"))
+	unix.Close(p[1])
+	if n, err := unix.Read(p[0], mem[4096:4102]); n != 6 || err != nil {
+		t.Fatalf("read into the mapping: %d, %v", n, err)
+	}
+	unix.Close(p[0])
 	if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
 		t.Fatal(err)
 	}
