@@ -46,16 +46,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		name = "."
 	}
 
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		u, g := -1, -1
-		if uok {
-			u = int(uid)
-		}
-		if gok {
-			g = int(gid)
-		}
+	if u, g, ok := ownerOf(in); ok {
 		if err := unix.Fchownat(dfd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return toErrno(err)
 		}
@@ -94,16 +85,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 // setattrFd applies in to an upper file reachable only through fd.
 func (n *node) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		u, g := -1, -1
-		if uok {
-			u = int(uid)
-		}
-		if gok {
-			g = int(gid)
-		}
+	if u, g, ok := ownerOf(in); ok {
 		if err := unix.Fchown(fd, u, g); err != nil {
 			return toErrno(err)
 		}
@@ -126,6 +108,21 @@ func (n *node) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.
 		}
 	}
 	return n.fstat(fd, out)
+}
+
+// ownerOf is the chown(2) pair of a SETATTR, -1 for the id not given; ok is
+// false when it changes no owner.
+func ownerOf(in *fuse.SetAttrIn) (uid, gid int, ok bool) {
+	u, uok := in.GetUID()
+	g, gok := in.GetGID()
+	uid, gid = -1, -1
+	if uok {
+		uid = int(u)
+	}
+	if gok {
+		gid = int(g)
+	}
+	return uid, gid, uok || gok
 }
 
 func truncateAt(dfd int, name string, size int64) error {
