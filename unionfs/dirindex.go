@@ -1,11 +1,13 @@
 package unionfs
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"slices"
 	"syscall"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/beneath"
@@ -23,6 +25,11 @@ type entry struct {
 	// below is set when a layer under the top one would show this name if the
 	// top one lost it: removing it then needs a whiteout.
 	below bool
+	// cookie orders the name in readdir and is its offset there (plus the
+	// two of "." and ".."). Set once when the name joins the index, it never
+	// moves: a reader resuming at an offset neither skips nor repeats a name
+	// that stayed, however the directory changed meanwhile (POSIX readdir).
+	cookie uint64
 }
 
 // dirIndex is the merged listing of one directory.
@@ -33,8 +40,16 @@ type dirIndex struct {
 	// layers are the layers that make up the directory itself, top first, cut
 	// after the first opaque one.
 	layers []int
-	sorted []string // names in order, for readdir; nil after a change
+	sorted []string // names in order; nil after a change
+	// dirents is what readdir hands out, in cookie order; nil after a change.
+	// Never modified once built: open directory handles share it.
+	dirents []fuse.DirEntry
+	// cookies is the next cookie to hand out.
+	cookies uint64
 }
+
+// dotEntries is how many entries come before the names: "." and "..".
+const dotEntries = 2
 
 func (d *dirIndex) list() []string {
 	if d.sorted == nil {
@@ -47,17 +62,64 @@ func (d *dirIndex) list() []string {
 	return d.sorted
 }
 
+// entries returns the listing as readdir hands it out, in cookie order, each
+// entry carrying the offset just after it. It is built on first use after a
+// change; callers must not modify it.
+func (d *dirIndex) entries() []fuse.DirEntry {
+	if d.dirents == nil {
+		d.dirents = make([]fuse.DirEntry, 0, len(d.names))
+		for name, e := range d.names {
+			d.dirents = append(d.dirents, fuse.DirEntry{Name: name, Mode: e.mode, Ino: e.ino, Off: dotEntries + e.cookie})
+		}
+		slices.SortFunc(d.dirents, func(a, b fuse.DirEntry) int { return cmp.Compare(a.Off, b.Off) })
+	}
+	return d.dirents
+}
+
+// numberNames gives every name its cookie in name order, once the index is
+// built: the first listing reads sorted, like a small ext4 directory would.
+func (d *dirIndex) numberNames() {
+	for _, name := range d.list() {
+		d.cookies++
+		d.names[name].cookie = d.cookies
+	}
+}
+
+// keepCookies gives the names that old also had their cookies there, and the
+// others new ones after them, so that a rebuilt index keeps readers' offsets.
+func (d *dirIndex) keepCookies(old *dirIndex) {
+	d.cookies = old.cookies
+	for _, name := range d.list() {
+		if o, ok := old.names[name]; ok {
+			d.names[name].cookie = o.cookie
+		} else {
+			d.cookies++
+			d.names[name].cookie = d.cookies
+		}
+	}
+	d.dirents = nil
+}
+
+// set records name as e. A name already there keeps its place in readdir; a
+// new one goes last. Replacing an entry may change its type or number, so the
+// listing is rebuilt either way.
 func (d *dirIndex) set(name string, e *entry) {
-	if _, ok := d.names[name]; !ok {
+	if old, ok := d.names[name]; ok {
+		e.cookie = old.cookie
+	} else {
 		d.sorted = nil
+		d.cookies++
+		e.cookie = d.cookies
 	}
 	d.names[name] = e
+	d.dirents = nil
 }
 
 func (d *dirIndex) remove(name string) {
 	if _, ok := d.names[name]; ok {
 		delete(d.names, name)
 		d.sorted = nil
+		d.dirents = nil
 	}
 }
 
@@ -112,6 +174,7 @@ func (u *union) buildIndex(rel string, layers []int) (*dirIndex, error) {
 			break
 		}
 	}
+	d.numberNames()
 	return d, nil
 }
 

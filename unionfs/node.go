@@ -29,6 +29,8 @@ type node struct {
 	dirLayers []int
 	// idx is a directory's merged listing, built on first use.
 	idx *dirIndex
+	// replaced is an index dropped to be rebuilt: its cookies carry over.
+	replaced *dirIndex
 	// unlinked is set when the last name of a node living in a lower layer is
 	// removed: its file is still there, but the union reports st_nlink 0.
 	unlinked bool
@@ -78,6 +80,10 @@ func (n *node) indexLocked() (*dirIndex, error) {
 	idx, err := n.u.buildIndex(n.rel(), n.dirLayers)
 	if err != nil {
 		return nil, err
+	}
+	if n.replaced != nil {
+		idx.keepCookies(n.replaced)
+		n.replaced = nil
 	}
 	n.idx = idx
 	return idx, nil

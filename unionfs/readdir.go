@@ -1,7 +1,9 @@
 package unionfs
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -9,12 +11,15 @@ import (
 )
 
 // dirHandle is an open directory: a snapshot of its merged listing taken at
-// opendir, so that offsets (telldir/seekdir) stay valid however the directory
-// changes meanwhile. Position 0 and 1 are "." and "..".
+// opendir. Offset 0 is the start, 1 follows ".", 2 follows "..", and each
+// name's offset is fixed for the life of the index (its cookie), so a handle
+// opened just to answer one READDIR at an offset (see rawFS) resumes where the
+// last one stopped. pos indexes dots, then children.
 type dirHandle struct {
-	node    *node
-	entries []fuse.DirEntry
-	pos     int
+	node     *node
+	dots     [2]fuse.DirEntry
+	children []fuse.DirEntry // shared with the index: read only
+	pos      int
 }
 
 var (
@@ -38,38 +43,43 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		up = p.StableAttr().Ino
 	}
 	n.mu.Lock()
-	names := idx.list()
-	entries := make([]fuse.DirEntry, 0, len(names)+2)
-	entries = append(entries,
-		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self},
-		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: up})
-	for _, name := range names {
-		e := idx.names[name]
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: e.mode, Ino: e.ino})
-	}
+	children := idx.entries()
 	n.mu.Unlock()
-	for i := range entries {
-		entries[i].Off = uint64(i + 1)
-	}
-	return &dirHandle{node: n, entries: entries}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	return &dirHandle{node: n, children: children, dots: [2]fuse.DirEntry{
+		{Name: ".", Mode: syscall.S_IFDIR, Ino: self},
+		{Name: "..", Mode: syscall.S_IFDIR, Ino: up},
+	}}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
+func (d *dirHandle) len() int { return len(d.dots) + len(d.children) }
+
+// Readdirent hands out the entry at the position, with the offset of the next.
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if d.pos >= len(d.entries) {
+	if d.pos >= d.len() {
 		return nil, 0
 	}
-	e := d.entries[d.pos]
+	var e fuse.DirEntry
+	if d.pos < len(d.dots) {
+		e = d.dots[d.pos]
+		e.Off = uint64(d.pos + 1)
+	} else {
+		e = d.children[d.pos-len(d.dots)]
+	}
 	d.pos++
 	return &e, 0
 }
 
-// Seekdir moves to an offset handed out by Readdirent: the position after the
-// entry that carried it.
+// Seekdir moves to an offset handed out by Readdirent: just after the entry
+// that carried it, or, if that name is gone, before the next one that stayed.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off > uint64(len(d.entries)) {
-		off = uint64(len(d.entries))
+	if off < dotEntries {
+		d.pos = int(off)
+		return 0
 	}
-	d.pos = int(off)
+	i, _ := slices.BinarySearchFunc(d.children, off, func(e fuse.DirEntry, off uint64) int {
+		return cmp.Compare(e.Off, off+1) // the first entry past off
+	})
+	d.pos = len(d.dots) + i
 	return 0
 }
 

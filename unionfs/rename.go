@@ -228,8 +228,9 @@ func (n *node) settleInUpper(tree bool) {
 	n.layer = upperLayer
 	if n.dirLayers != nil {
 		n.dirLayers = []int{upperLayer}
-		if tree {
-			n.idx = nil // rebuilt from the upper alone
+		if tree && n.idx != nil {
+			// Rebuilt from the upper alone, keeping readers' offsets.
+			n.replaced, n.idx = n.idx, nil
 		} else if n.idx != nil {
 			n.idx.layers = []int{upperLayer}
 		}

@@ -1,0 +1,147 @@
+package test
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// readNames reads up to want names (all if want < 0) from the open directory fd
+// with small getdents calls, so that a big directory takes many READDIRs.
+func readNames(t *testing.T, fd int, want int) []string {
+	t.Helper()
+	var names []string
+	buf := make([]byte, 1024)
+	for want < 0 || len(names) < want {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatalf("getdents: %v", err)
+		}
+		if n == 0 {
+			break
+		}
+		for off := 0; off < n; {
+			reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
+			name := unix.ByteSliceToString(buf[off+19 : off+reclen])
+			off += reclen
+			if name != "." && name != ".." {
+				names = append(names, name)
+			}
+		}
+	}
+	return names
+}
+
+// TestReaddirWhileChanging reads a merged directory of 3000 names in small
+// steps while another descriptor deletes and creates names in it halfway: POSIX
+// leaves added and removed names unspecified, but every name that stayed must
+// come exactly once, and no name twice.
+func TestReaddirWhileChanging(t *testing.T) {
+	s := newStack(t, 2, func(i int, dir string) {
+		for j := i; j < 3000; j += 2 { // the two layers interleave
+			mustWrite(t, filepath.Join(dir, "d", "f"+itoa(j)), "")
+		}
+	})
+	for _, f := range []whiteout.Format{whiteout.OCI, whiteout.Overlay} {
+		t.Run(f.String(), func(t *testing.T) {
+			s := s
+			s.Upper, s.Work = t.TempDir(), t.TempDir()
+			dir := filepath.Join(mountStrata(t, s, f), "d")
+			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+
+			first := readNames(t, fd, 1000)
+			removed := map[string]bool{}
+			for j := 0; j < 3000; j += 3 { // read and unread ones, both layers
+				name := "f" + itoa(j)
+				if err := os.Remove(filepath.Join(dir, name)); err != nil {
+					t.Fatal(err)
+				}
+				removed[name] = true
+			}
+			for j := 0; j < 200; j++ {
+				mustWrite(t, filepath.Join(dir, "new"+itoa(j)), "")
+			}
+			all := append(first, readNames(t, fd, -1)...)
+
+			seen := map[string]int{}
+			for _, name := range all {
+				seen[name]++
+				if seen[name] > 1 {
+					t.Errorf("%s listed twice", name)
+				}
+			}
+			for j := 0; j < 3000; j++ {
+				name := "f" + itoa(j)
+				if !removed[name] && seen[name] != 1 {
+					t.Errorf("%s, never removed, listed %d times", name, seen[name])
+				}
+			}
+
+			// A fresh listing shows exactly the directory as it is now.
+			fd2, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd2)
+			now := readNames(t, fd2, -1)
+			var want []string
+			for j := 0; j < 3000; j++ {
+				if name := "f" + itoa(j); !removed[name] {
+					want = append(want, name)
+				}
+			}
+			for j := 0; j < 200; j++ {
+				want = append(want, "new"+itoa(j))
+			}
+			slices.Sort(now)
+			slices.Sort(want)
+			if !slices.Equal(now, want) {
+				t.Errorf("fresh listing: %d names, want %d", len(now), len(want))
+			}
+		})
+	}
+}
+
+// TestSeekdir returns to offsets told by telldir and reads the same names.
+func TestSeekdir(t *testing.T) {
+	s := newStack(t, 2, func(i int, dir string) {
+		for j := i; j < 500; j += 2 {
+			mustWrite(t, filepath.Join(dir, "f"+itoa(j)), "")
+		}
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	fd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	readNames(t, fd, 100)
+	pos, err := unix.Seek(fd, 0, 1) // telldir
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := readNames(t, fd, -1)
+	if _, err := unix.Seek(fd, pos, 0); err != nil { // seekdir
+		t.Fatal(err)
+	}
+	again := readNames(t, fd, -1)
+	if !slices.Equal(rest, again) {
+		t.Errorf("after seekdir: %d names %v..., want %d %v...", len(again), again[:min(3, len(again))], len(rest), rest[:min(3, len(rest))])
+	}
+	if _, err := unix.Seek(fd, 0, 0); err != nil { // rewinddir
+		t.Fatal(err)
+	}
+	if all := readNames(t, fd, -1); len(all) != 500 {
+		t.Errorf("after rewinddir: %d names, want 500", len(all))
+	}
+}
