@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/internal/mounts"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -47,6 +48,10 @@ type Server struct {
 	union     *union
 	closeOnce sync.Once
 }
+
+// maxIO is the largest READ and WRITE request: 1 MiB, the kernel's limit (256
+// pages). Fewer, bigger requests are fewer round trips.
+const maxIO = 1 << 20
 
 // cacheTimeout is how long the kernel may trust entries and attributes. strata
 // is the only writer of the upper while mounted and lower layers never change,
@@ -117,7 +122,8 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		Name:                 "strata",
 		AllowOther:           os.Geteuid() == 0,
 		Options:              append([]string{"default_permissions"}, cfg.Options...),
-		MaxWrite:             1 << 20,
+		MaxWrite:             maxIO,
+		MaxReadAhead:         maxIO,
 		EnableSymlinkCaching: true,
 		EnableAcl:            true,
 		DirectMount:          true,
@@ -136,11 +142,22 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		RootStableAttr:  &fs.StableAttr{Ino: rootID.Ino, Gen: rootID.Gen},
 		Logger:          logger,
 	}
-	server, err := fs.Mount(mountpoint, root, opts)
+	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts)}
+	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		// Serve ends by itself once the kernel drops the connection.
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
 	u.passthrough.Store(probePassthrough(server, logger))
+	if os.Geteuid() == 0 {
+		if err := mounts.SetReadahead(mountpoint, maxIO>>10); err != nil {
+			logger.Printf("strata: readahead stays at the kernel's default: %v", err)
+		}
+	}
 	return &Server{fuse: server, union: u}, nil
 }
 
