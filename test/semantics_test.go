@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -339,3 +340,51 @@ func TestTmpfile(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestLongNameWhiteout deletes lower entries whose names leave no room for
+// ".wh." (over NAME_MAX-4 bytes), in the OCI format: the union writes the
+// kernel's whiteout for them instead, and they stay deleted across a remount.
+func TestLongNameWhiteout(t *testing.T) {
+	file := strings.Repeat("f", 254)
+	dir := strings.Repeat("d", 255)
+	s := newStack(t, 1, func(i int, d string) {
+		mustWrite(t, filepath.Join(d, file), "lower")
+		mustWrite(t, filepath.Join(d, dir, "child"), "lower")
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	if err := os.Remove(filepath.Join(mnt, file)); err != nil {
+		t.Fatalf("unlink a %d-byte name: %v", len(file), err)
+	}
+	if err := os.RemoveAll(filepath.Join(mnt, dir)); err != nil {
+		t.Fatalf("remove a %d-byte directory: %v", len(dir), err)
+	}
+	// Made again, the directory is opaque: the lower child stays hidden.
+	if err := os.Mkdir(filepath.Join(mnt, dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	check := func(mnt, when string) {
+		t.Helper()
+		if _, err := os.Lstat(filepath.Join(mnt, file)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: deleted file: lstat = %v, want ENOENT", when, err)
+		}
+		ents, err := os.ReadDir(filepath.Join(mnt, dir))
+		if err != nil || len(ents) != 0 {
+			t.Errorf("%s: remade directory lists %d entries (%v), want none", when, len(ents), err)
+		}
+		root, err := os.ReadDir(mnt)
+		if err != nil || len(root) != 1 || root[0].Name() != dir {
+			t.Errorf("%s: root lists %v (%v), want only the directory", when, root, err)
+		}
+	}
+	check(mnt, "mounted")
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(s.Upper, file), &st); err != nil || !whiteout.IsOverlayWhiteout(st.Mode, uint64(st.Rdev)) {
+		t.Errorf("upper %s...: want a 0/0 character device, got mode %o rdev %d (%v)", file[:8], st.Mode, st.Rdev, err)
+	}
+	// Kernel overlayfs takes the upper's whiteout for one too (it reads no
+	// OCI opaque marker, so the directory is not compared).
+	ro := mountOverlay(t, stack{Lowers: append([]string{s.Upper}, s.Lowers...)})
+	if _, err := os.Lstat(filepath.Join(ro, file)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("overlayfs over the upper: deleted file: lstat = %v, want ENOENT", err)
+	}
+}

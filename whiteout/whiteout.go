@@ -43,6 +43,9 @@ const (
 	// OpaqueValue is the value of an opaque xattr that means "opaque".
 	OpaqueValue = "y"
 
+	// NameMax is the longest name a directory entry may have (NAME_MAX).
+	NameMax = 255
+
 	trustedOverlayPrefix = "trusted.overlay."
 	userOverlayPrefix    = "user.overlay."
 )
@@ -204,11 +207,19 @@ type Object struct {
 // WhiteoutFor describes the entry that hides name in format f: an empty file
 // ".wh.name" with mode 0 (OCI; 0644 is what docker writes, mode does not matter on
 // read) or a character device name 0/0 (Overlay).
+//
+// A name within 4 bytes of NameMax leaves no room for ".wh.": it gets the
+// overlay whiteout in either format, which every reader takes for one too, so
+// that such a name can still be deleted. (A tar layer has no such limit: it
+// writes ".wh.name" as a long PAX name.)
 func WhiteoutFor(f Format, name string) Object {
 	switch f.(type) {
 	case overlayFormat:
 		return Object{Name: name, Mode: modeChar}
 	default:
+		if len(Prefix)+len(name) > NameMax {
+			return Object{Name: name, Mode: modeChar}
+		}
 		return Object{Name: Prefix + name, Mode: modeReg | 0o644}
 	}
 }

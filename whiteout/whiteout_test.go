@@ -384,6 +384,10 @@ func TestWhiteoutFor(t *testing.T) {
 		{"overlay dot name", whiteout.Overlay, ".a", whiteout.Object{Name: ".a", Mode: sIFCHR, Rdev: 0}},
 		{"oci", whiteout.OCI, "a", whiteout.Object{Name: ".wh.a", Mode: sIFREG | 0o644, Rdev: 0}},
 		{"oci dot name", whiteout.OCI, ".a", whiteout.Object{Name: ".wh..a", Mode: sIFREG | 0o644, Rdev: 0}},
+		{"oci longest prefixable name", whiteout.OCI, strings.Repeat("n", 251), whiteout.Object{Name: ".wh." + strings.Repeat("n", 251), Mode: sIFREG | 0o644}},
+		{"oci name too long to prefix", whiteout.OCI, strings.Repeat("n", 252), whiteout.Object{Name: strings.Repeat("n", 252), Mode: sIFCHR}},
+		{"oci name of NAME_MAX", whiteout.OCI, strings.Repeat("n", 255), whiteout.Object{Name: strings.Repeat("n", 255), Mode: sIFCHR}},
+		{"overlay name of NAME_MAX", whiteout.Overlay, strings.Repeat("n", 255), whiteout.Object{Name: strings.Repeat("n", 255), Mode: sIFCHR}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
