@@ -31,10 +31,19 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if n.isOrphan() {
 		// Unlinked but open: change the file through the caller's descriptor.
 		fh, ok := asFile(f)
-		if !ok || fh.lower {
+		if !ok {
 			return syscall.ESTALE
 		}
-		return n.setattrFd(fh.fd, in, out)
+		errno := fh.use(func(fd int, lower bool) syscall.Errno {
+			if lower {
+				return syscall.ESTALE
+			}
+			return n.setattrFd(fd, in)
+		})
+		if errno != 0 {
+			return errno
+		}
+		return n.fstat(fh, false, out)
 	}
 	dir, name := beneath.Split(rel)
 	dfd, err := beneath.OpenDir(n.u.layers[upperLayer].root, dir)
@@ -60,13 +69,23 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		}
 	}
 	if hasSize {
-		if fh, ok := asFile(f); ok && !fh.lower {
-			err = unix.Ftruncate(fh.fd, int64(size))
-		} else {
-			err = truncateAt(dfd, name, int64(size))
+		// Through the caller's descriptor when it has one on the upper file,
+		// which needs no write permission on it (ftruncate(2) of a file
+		// opened for writing).
+		errno := syscall.ESTALE
+		if fh, ok := asFile(f); ok {
+			errno = fh.use(func(fd int, lower bool) syscall.Errno {
+				if lower {
+					return syscall.ESTALE
+				}
+				return toErrno(unix.Ftruncate(fd, int64(size)))
+			})
 		}
-		if err != nil {
-			return toErrno(err)
+		if errno == syscall.ESTALE {
+			errno = toErrno(truncateAt(dfd, name, int64(size)))
+		}
+		if errno != 0 {
+			return errno
 		}
 	}
 	if ts, ok := timesOf(in); ok {
@@ -84,7 +103,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 }
 
 // setattrFd applies in to an upper file reachable only through fd.
-func (n *node) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (n *node) setattrFd(fd int, in *fuse.SetAttrIn) syscall.Errno {
 	if u, g, ok := ownerOf(in); ok {
 		if err := unix.Fchown(fd, u, g); err != nil {
 			return toErrno(err)
@@ -107,7 +126,7 @@ func (n *node) setattrFd(fd int, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.
 			return toErrno(err)
 		}
 	}
-	return n.fstat(fd, out)
+	return 0
 }
 
 // ownerOf is the chown(2) pair of a SETATTR, -1 for the id not given; ok is

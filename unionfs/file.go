@@ -194,6 +194,33 @@ func (n *node) addFile(fd int, lower bool) *file {
 	return f
 }
 
+// use calls fn with the handle's descriptor and whether it is a lower file's,
+// held against a swap by reopenUpper and a close by Release for the call. fn
+// must not take the node's lock (the lock order is node, then file).
+func (f *file) use(fn func(fd int, lower bool) syscall.Errno) syscall.Errno {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return syscall.EBADF
+	}
+	return fn(f.fd, f.lower)
+}
+
+// dupUpper returns a descriptor of the caller's own for the handle's file, ESTALE
+// when that is still the lower file. The handle's may be closed any time.
+func (f *file) dupUpper() (int, syscall.Errno) {
+	dup := -1
+	errno := f.use(func(fd int, lower bool) syscall.Errno {
+		if lower {
+			return syscall.ESTALE
+		}
+		var err error
+		dup, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		return toErrno(err)
+	})
+	return dup, errno
+}
+
 // asFile returns the file behind a handle the kernel passed back.
 func asFile(h fs.FileHandle) (*file, bool) {
 	switch f := h.(type) {

@@ -192,11 +192,15 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	// The source: its upper name, or for a file without one (O_TMPFILE, or
 	// unlinked while open) its open descriptor.
-	var tdfd int
+	tdfd := -1
 	tname, tflags := "", unix.AT_EMPTY_PATH
-	if fh := t.anyFile(); t.isOrphan() && fh != nil && !fh.lower {
-		tdfd = fh.fd
-	} else {
+	if fh := t.anyFile(); t.isOrphan() && fh != nil {
+		if fd, errno := fh.dupUpper(); errno == 0 {
+			tdfd = fd
+			defer unix.Close(fd)
+		}
+	}
+	if tdfd < 0 {
 		var tdir string
 		tdir, tname = beneath.Split(t.rel())
 		tflags = 0

@@ -182,15 +182,17 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 var _ = (fs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if fh, ok := asFile(f); ok && !(fh.lower && n.where() == upperLayer) {
-		// (A handle of the lower file opened before a copy-up would tell
-		// the old attributes.)
-		return n.fstat(fh.fd, out)
+	if fh, ok := asFile(f); ok {
+		// A handle of the lower file opened before a copy-up and not yet
+		// moved to the copy would tell the old attributes: ask the layer.
+		if errno := n.fstat(fh, n.where() == upperLayer, out); errno != syscall.ESTALE {
+			return errno
+		}
 	}
 	if n.isOrphan() {
 		// Unlinked but open: only a descriptor still reaches the file.
 		if fh := n.anyFile(); fh != nil {
-			return n.fstat(fh.fd, out)
+			return n.fstat(fh, false, out)
 		}
 		return syscall.ESTALE
 	}
@@ -203,10 +205,18 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	return 0
 }
 
-func (n *node) fstat(fd int, out *fuse.AttrOut) syscall.Errno {
+// fstat fills out from the handle's descriptor; ESTALE if notLower is set and
+// the descriptor is still the lower file's.
+func (n *node) fstat(fh *file, notLower bool, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return toErrno(err)
+	errno := fh.use(func(fd int, lower bool) syscall.Errno {
+		if lower && notLower {
+			return syscall.ESTALE
+		}
+		return toErrno(unix.Fstat(fd, &st))
+	})
+	if errno != 0 {
+		return errno
 	}
 	attrFromStat(&out.Attr, &st)
 	n.fixAttr(&out.Attr)
