@@ -230,12 +230,22 @@ func (u *Upper) setOpaqueAt(dirfd int, name string) error {
 		}
 		return nil
 	}
+	// The marker is bookkeeping, not a change the directory's owner made:
+	// keep its times, as the overlay format's xattr does.
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "stat", Path: name, Err: err}
+	}
 	fd, err := beneath.Open(dirfd, name+"/"+o.Entry.Name, unix.O_WRONLY|unix.O_CREAT, o.Entry.Mode&07777)
 	if err != nil {
 		return err
 	}
 	if err := unix.Close(fd); err != nil {
 		return &os.PathError{Op: "close", Path: o.Entry.Name, Err: err}
+	}
+	times := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(dirfd, name, times, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimensat", Path: name, Err: err}
 	}
 	return nil
 }

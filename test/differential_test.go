@@ -790,6 +790,31 @@ func diffCases() []diffCase {
 				r.rename("n", "e")
 				r.readdir("e")
 			}},
+		{name: "rename/upper-dir-over-emptied-lower-dir", layers: threeDirs,
+			ops: func(r *opRun) {
+				for _, f := range []string{"d/b", "d/shared", "d/m", "d/t", "d/sub/b", "d/sub/m", "d/sub/t"} {
+					r.unlink(f)
+				}
+				r.rmdir("d/sub")
+				r.mkdir("n", 0o755)
+				r.create("n/f", "f", 0o644)
+				r.rename("n", "d")
+				r.readdir("d")
+				r.read("d/f")
+				r.stat("n", false)
+			}},
+		{name: "rename/lower-dir-over-emptied-lower-dir", layers: layers(
+			layer(fFile("src/a", "a"), fFile("src/sub/b", "b"), fFile("dst/x", "x"), fFile("dst/y/z", "z"))),
+			mergedOnly: "overlay answers EXDEV for a lower directory and the test copies the tree as mv(1) does",
+			ops: func(r *opRun) {
+				r.unlink("dst/x")
+				r.unlink("dst/y/z")
+				r.rmdir("dst/y")
+				r.renameDir("src", "dst")
+				r.readdir("dst")
+				r.readdir("dst/sub")
+				r.stat("src", false)
+			}},
 		{name: "rename/upper-dir-over-non-empty-lower-dir", layers: basic,
 			ops: func(r *opRun) { r.mkdir("n", 0o755); r.rename("n", "d") }},
 		{name: "rename/noreplace-dir", layers: basic,

@@ -316,7 +316,15 @@ func (r *opRun) renameat2(oldRel, newRel string, flags uint) {
 func (r *opRun) renameDir(oldRel, newRel string) {
 	err := unix.Rename(r.p(oldRel), r.p(newRel))
 	if errors.Is(err, unix.EXDEV) && r.mvFallback {
-		err = copyTree(r.p(oldRel), r.p(newRel), map[uint64]string{})
+		// rename(2) replaces an empty directory: so does mv(1).
+		if st, serr := os.Lstat(r.p(newRel)); serr == nil && st.IsDir() {
+			err = unix.Rmdir(r.p(newRel))
+		} else {
+			err = nil
+		}
+		if err == nil {
+			err = copyTree(r.p(oldRel), r.p(newRel), map[uint64]string{})
+		}
 		if err == nil {
 			err = os.RemoveAll(r.p(oldRel))
 		}

@@ -118,12 +118,16 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		fsname = "strata"
 	}
 	mopts := fuse.MountOptions{
-		FsName:               fsname,
-		Name:                 "strata",
-		AllowOther:           os.Geteuid() == 0,
-		Options:              append([]string{"default_permissions"}, cfg.Options...),
-		MaxWrite:             maxIO,
-		MaxReadAhead:         maxIO,
+		FsName:       fsname,
+		Name:         "strata",
+		AllowOther:   os.Geteuid() == 0,
+		Options:      append([]string{"default_permissions"}, cfg.Options...),
+		MaxWrite:     maxIO,
+		MaxReadAhead: maxIO,
+		// Reads answer with bytes, never a descriptor to splice from; go-fuse
+		// would still stage each reply in a pipe first (and log an error for
+		// a 1 MiB one, past the pipe's size) before giving up on splice.
+		DisableSplice:        true,
 		EnableSymlinkCaching: true,
 		EnableAcl:            true,
 		DirectMount:          true,

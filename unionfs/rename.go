@@ -133,12 +133,21 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 			return err
 		}
 		// The target directory is empty in the union but holds whiteouts in
-		// the upper; the arriving directory is opaque, so they can go.
-		if err := n.u.upper.RemoveAll(dstRel); err != nil {
+		// the upper, so rename(2) refuses to replace it. Swap the two in one
+		// step instead: the target name never shows anything but one of
+		// them, even after a crash. The old target, made opaque first so
+		// that nothing below the source name shows through it, then goes:
+		// replaced by the source's whiteout below, or removed here.
+		if err := n.u.upper.SetOpaque(dstRel); err != nil {
 			return err
 		}
-		if err := n.u.renameUpper(n.rel(), name, np.rel(), newName, flags); err != nil {
+		if err := n.u.renameUpper(n.rel(), name, np.rel(), newName, unix.RENAME_EXCHANGE); err != nil {
 			return err
+		}
+		if !srcBelow {
+			if err := n.u.upper.RemoveAll(srcRel); err != nil {
+				return err
+			}
 		}
 	}
 	if !exchange && srcBelow {
