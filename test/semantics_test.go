@@ -388,3 +388,33 @@ func TestLongNameWhiteout(t *testing.T) {
 		t.Errorf("overlayfs over the upper: deleted file: lstat = %v, want ENOENT", err)
 	}
 }
+
+// TestSELinuxLabelAbsent: on a host without SELinux, a file with no label says
+// its file system has none (EOPNOTSUPP), which `ls -l` remembers for the whole
+// mount instead of asking for every file; a file with a label still shows it.
+func TestSELinuxLabelAbsent(t *testing.T) {
+	if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
+		t.Skip("SELinux runs here: an absent label is ENODATA, as on disk")
+	}
+	const label = "system_u:object_r:bin_t:s0"
+	s := newStack(t, 1, func(i int, d string) {
+		mustWrite(t, filepath.Join(d, "plain"), "")
+		mustWrite(t, filepath.Join(d, "labelled"), "")
+		if err := unix.Lsetxattr(filepath.Join(d, "labelled"), "security.selinux", []byte(label), 0); err != nil {
+			t.Skipf("cannot label a file here: %v", err)
+		}
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	buf := make([]byte, 256)
+	if _, err := unix.Lgetxattr(filepath.Join(mnt, "plain"), "security.selinux", buf); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("getxattr security.selinux of an unlabelled file: %v, want EOPNOTSUPP", err)
+	}
+	n, err := unix.Lgetxattr(filepath.Join(mnt, "labelled"), "security.selinux", buf)
+	if err != nil || string(buf[:n]) != label {
+		t.Errorf("getxattr security.selinux of a labelled file = %q, %v; want %q", buf[:max(n, 0)], err, label)
+	}
+	// Other absent xattrs are ENODATA, as everywhere.
+	if _, err := unix.Lgetxattr(filepath.Join(mnt, "plain"), "user.none", buf); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("getxattr user.none: %v, want ENODATA", err)
+	}
+}

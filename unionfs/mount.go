@@ -69,7 +69,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	if logger == nil {
 		logger = log.Default()
 	}
-	u := &union{layers: make([]*layer, 1+len(cfg.Lowers))}
+	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled()}
 	defer func() {
 		if err != nil {
 			u.close()
@@ -185,6 +185,13 @@ func probePassthrough(s *fuse.Server, logger *log.Logger) bool {
 	}
 	_ = s.UnregisterBackingFd(id) // a probe; the id was never handed out
 	return true
+}
+
+// selinuxEnabled reports whether the host runs SELinux, as libselinux decides:
+// by its file system being mounted.
+func selinuxEnabled() bool {
+	var st unix.Statfs_t
+	return unix.Statfs("/sys/fs/selinux", &st) == nil && st.Type == unix.SELINUX_MAGIC
 }
 
 func openLayer(path string) (*layer, error) {

@@ -33,6 +33,11 @@ type union struct {
 
 	ids identities
 
+	// selinux is set when the host runs SELinux (selinuxfs is mounted):
+	// only then does a file without a label differ from one that cannot
+	// have one.
+	selinux bool
+
 	// passthrough is false when the kernel refused a backing file, so that no
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).
 	// It is learnt once the mount serves, hence atomic.
