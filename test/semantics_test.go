@@ -418,3 +418,51 @@ func TestSELinuxLabelAbsent(t *testing.T) {
 		t.Errorf("getxattr user.none: %v, want ENODATA", err)
 	}
 }
+
+// TestReadOnlyUnion mounts lower layers alone: files read whole (there they
+// pass through to the lower file when the kernel can), several readers at
+// once, and every kind of write is refused with EROFS.
+func TestReadOnlyUnion(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	s := newStack(t, 2, func(i int, d string) {
+		mustWrite(t, filepath.Join(d, "f"+itoa(i)), string(data[:len(data)-i]))
+	})
+	s.Upper, s.Work = "", ""
+	mnt := mountStrata(t, s, whiteout.OCI)
+	var files []*os.File
+	for i := 0; i < 3; i++ {
+		f, err := os.Open(filepath.Join(mnt, "f1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files = append(files, f)
+	}
+	for i, f := range files {
+		buf := make([]byte, len(data))
+		n, err := f.ReadAt(buf, 0)
+		if n != len(data)-1 || !bytes.Equal(buf[:n], data[:n]) {
+			t.Errorf("reader %d: %d bytes (%v), want %d equal to the lower file", i, n, err, len(data)-1)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "f0")); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("read f0: %d bytes (%v)", len(got), err)
+	}
+	for what, err := range map[string]error{
+		"open O_RDWR": func() error {
+			f, err := os.OpenFile(filepath.Join(mnt, "f1"), os.O_RDWR, 0)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}(),
+		"truncate": os.Truncate(filepath.Join(mnt, "f1"), 0),
+		"chmod":    os.Chmod(filepath.Join(mnt, "f1"), 0o600),
+		"create":   os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644),
+		"unlink":   os.Remove(filepath.Join(mnt, "f0")),
+	} {
+		if !errors.Is(err, unix.EROFS) {
+			t.Errorf("%s: %v, want EROFS", what, err)
+		}
+	}
+}

@@ -173,15 +173,18 @@ func (n *node) openFile(flags int) (*file, error) {
 // addFile registers an open descriptor of the node's file and chooses its I/O
 // mode. The kernel keeps one mode per inode while it is open: either every open
 // passes through to one backing file, or none does and all share the page cache
-// (it fails an open that breaks the rule with EIO). A lower file is never a
-// backing file: the kernel reopens the backing file with each new opener's
-// flags, so a writer after a copy-up would write to the lower layer. Upper files
-// pass through when no cached handle is open.
+// (it fails an open that breaks the rule with EIO). In a union with an upper,
+// a lower file is never a backing file: the kernel reopens the backing file with
+// each new opener's flags, so a writer after a copy-up would write to the lower
+// layer, and would keep the lower file's readers from seeing its writes. A
+// read-only union has no writer (the kernel refuses every write with EROFS
+// before asking), so there lower files pass through too. Upper files pass
+// through when no cached handle is open.
 func (n *node) addFile(fd int, lower bool) *file {
 	f := &file{node: n, fd: fd, lower: lower}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	f.passthrough = n.u.passthrough.Load() && !lower && n.cached == 0
+	f.passthrough = n.u.passthrough.Load() && (!lower || n.u.readOnly()) && n.cached == 0
 	if f.passthrough {
 		n.passedThrough++
 	} else {
