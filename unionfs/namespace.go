@@ -118,7 +118,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, toErrno(err)
 	}
 	f := child.addFile(fd, false)
-	return child.EmbeddedInode(), f.handle(), fuse.FOPEN_KEEP_CACHE, 0
+	return child.EmbeddedInode(), f.handle(), openFlags, 0
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))
@@ -428,5 +428,5 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	ch := n.NewInode(ctx, child, id)
 	attrFromStatx(&out.Attr, &st)
 	child.fixAttr(&out.Attr)
-	return ch, child.addFile(fd, false).handle(), fuse.FOPEN_KEEP_CACHE, 0
+	return ch, child.addFile(fd, false).handle(), openFlags, 0
 }
