@@ -371,18 +371,23 @@ func danglingEscape(s string) bool {
 	return false
 }
 
-// splitEscaped splits s at each sep that no backslash escapes, keeping the
-// escapes in the parts.
+// splitEscaped splits s at each sep that no backslash escapes and no double
+// quotes enclose (as in context="a,b", which the kernel and SELinux tools
+// write), keeping escapes and quotes in the parts.
 func splitEscaped(s string, sep byte) []string {
 	var parts []string
-	start := 0
+	start, quoted := 0, false
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
 		case '\\':
 			i++ // skip the escaped character, whatever it is
+		case '"':
+			quoted = !quoted
 		case sep:
-			parts = append(parts, s[start:i])
-			start = i + 1
+			if !quoted {
+				parts = append(parts, s[start:i])
+				start = i + 1
+			}
 		}
 	}
 	return append(parts, s[start:])

@@ -1,0 +1,106 @@
+package layers_test
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/strata-fs/strata/layers"
+)
+
+// The command lines containers/storage gives its mount_program, and the
+// fuse-overlayfs options around them.
+func TestParseFuseOverlay(t *testing.T) {
+	base := func() layers.FuseOverlay { return layers.FuseOverlay{SquashUID: -1, SquashGID: -1} }
+	with := func(f func(*layers.FuseOverlay)) layers.FuseOverlay { fo := base(); f(&fo); return fo }
+	tests := []struct {
+		name string
+		opts string
+		want layers.FuseOverlay
+	}{
+		{"podman rootful",
+			"lowerdir=/s/l/AAA:/s/l/BBB,upperdir=/s/o/ID/diff,workdir=/s/o/ID/work,context=\"system_u:object_r:container_file_t:s0:c1,c2\"",
+			with(func(fo *layers.FuseOverlay) {
+				fo.Lowers = []string{"/s/l/AAA", "/s/l/BBB"}
+				fo.Upper, fo.Work = "/s/o/ID/diff", "/s/o/ID/work"
+				fo.Context = "system_u:object_r:container_file_t:s0:c1,c2"
+			})},
+		{"volatile, harmless options",
+			"lowerdir=/a,upperdir=/u,workdir=/w,volatile,noatime,nodev,fsync=0,static_nlink,noacl",
+			with(func(fo *layers.FuseOverlay) {
+				fo.Lowers, fo.Upper, fo.Work, fo.Volatile = []string{"/a"}, "/u", "/w", true
+			})},
+		{"lowerdir only: read-only", "lowerdir=/a:/b",
+			with(func(fo *layers.FuseOverlay) { fo.Lowers = []string{"/a", "/b"} })},
+		{"escaped comma and colon", `lowerdir=/a\,b:/c\:d,upperdir=/u\,1,workdir=/w`,
+			with(func(fo *layers.FuseOverlay) {
+				fo.Lowers, fo.Upper, fo.Work = []string{"/a,b", "/c:d"}, "/u,1", "/w"
+			})},
+		{"rootless mappings, leading colon",
+			"uidmapping=:0:100000:65536,gidmapping=0:1000:1:1:110000:65536,lowerdir=/a,upperdir=/u,workdir=/w",
+			with(func(fo *layers.FuseOverlay) {
+				fo.Lowers, fo.Upper, fo.Work = []string{"/a"}, "/u", "/w"
+				fo.UIDMap = []layers.IDMap{{Inside: 0, Outside: 100000, Count: 65536}}
+				fo.GIDMap = []layers.IDMap{{Inside: 0, Outside: 1000, Count: 1}, {Inside: 1, Outside: 110000, Count: 65536}}
+			})},
+		{"squash and xattr permissions",
+			"lowerdir=/a,squash_to_root,squash_to_uid=5,squash_to_gid=6,xattr_permissions=2",
+			with(func(fo *layers.FuseOverlay) {
+				fo.Lowers = []string{"/a"}
+				fo.SquashToRoot, fo.SquashUID, fo.SquashGID, fo.XattrPermissions = true, 5, 6, 2
+			})},
+		{"FUSE options passed on", "lowerdir=/a,ro,allow_other",
+			with(func(fo *layers.FuseOverlay) { fo.Lowers, fo.Options = []string{"/a"}, []string{"ro", "allow_other"} })},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := layers.ParseFuseOverlay(tt.opts)
+			if err != nil {
+				t.Fatalf("ParseFuseOverlay(%q): %v", tt.opts, err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseFuseOverlay(%q)\n got %+v\nwant %+v", tt.opts, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFuseOverlayRefuses(t *testing.T) {
+	for _, opts := range []string{
+		"lowerdir=/a,bogus",
+		"lowerdir=/a,uidmapping=0:1",
+		"lowerdir=/a,uidmapping=0:1:0",
+		"lowerdir=/a,uidmapping=0:x:1",
+		"lowerdir=/a,uidmapping=0:10:5:3:100:5", // inside ranges overlap
+		"lowerdir=/a,gidmapping=",
+		"lowerdir=/a,squash_to_uid=root",
+		"lowerdir=/a,xattr_permissions=3",
+		"lowerdir=/a,metacopy=on",
+		"lowerdir=/a:,upperdir=/u",
+	} {
+		_, err := layers.ParseFuseOverlay(opts)
+		if !errors.Is(err, layers.ErrBadOption) {
+			t.Errorf("ParseFuseOverlay(%q) = %v, want ErrBadOption", opts, err)
+		}
+	}
+}
+
+func TestIDMaps(t *testing.T) {
+	m := []layers.IDMap{{Inside: 0, Outside: 1000, Count: 1}, {Inside: 1, Outside: 110000, Count: 65536}}
+	for _, tt := range []struct {
+		inside, outside uint32
+	}{{0, 1000}, {1, 110000}, {65536, 175535}} {
+		if got, ok := layers.ToOutside(m, tt.inside); !ok || got != tt.outside {
+			t.Errorf("ToOutside(%d) = %d, %v; want %d", tt.inside, got, ok, tt.outside)
+		}
+		if got, ok := layers.ToInside(m, tt.outside); !ok || got != tt.inside {
+			t.Errorf("ToInside(%d) = %d, %v; want %d", tt.outside, got, ok, tt.inside)
+		}
+	}
+	if _, ok := layers.ToInside(m, 5); ok {
+		t.Error("ToInside(5): an id no range maps was mapped")
+	}
+	if got, ok := layers.ToOutside(nil, 42); !ok || got != 42 {
+		t.Errorf("ToOutside(no map, 42) = %d, %v", got, ok)
+	}
+}
