@@ -22,7 +22,10 @@ func main() {
 	// SIGINT and SIGTERM cancel the context: a mount in the foreground
 	// unmounts and exits 0.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := cmd.New(buildVersion()).ExecuteContext(ctx)
+	os.Args = cmd.Alias(os.Args)
+	root := cmd.New(buildVersion())
+	root.SetArgs(os.Args[1:])
+	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		// One line on stderr, whatever the error carries.

@@ -132,20 +132,29 @@ func (o *mountOptions) config(cmd *cobra.Command, mountpoint string) (unionfs.Co
 }
 
 func (o *mountOptions) run(cmd *cobra.Command, mountpoint string) error {
+	return serveUnion(cmd, o.daemon, func() (unionfs.Config, string, error) {
+		return o.config(cmd, mountpoint)
+	})
+}
+
+// serveUnion mounts the union config describes and serves it until it is
+// unmounted. With background set it returns as soon as the union answers
+// requests, and a copy of this program, run again with the same arguments
+// (os.Args), serves it. config is called in both processes: the input is
+// checked before any child starts, so that its errors reach the terminal.
+func serveUnion(cmd *cobra.Command, background bool, config func() (unionfs.Config, string, error)) error {
 	ctx := contextOf(cmd)
 	var ready *daemon.Notifier
-	if o.daemon {
+	if background {
 		if ready = daemon.Child(); ready == nil {
-			// The parent: check the input here, so that its errors come
-			// straight to the terminal, then let a child do the rest.
-			if _, _, err := o.config(cmd, mountpoint); err != nil {
+			if _, _, err := config(); err != nil {
 				return err
 			}
 			_, err := daemon.Start(ctx, os.Args[1:])
 			return err
 		}
 	}
-	cfg, mnt, err := o.config(cmd, mountpoint)
+	cfg, mnt, err := config()
 	if err == nil {
 		err = ctx.Err() // interrupted before anything was mounted
 	}

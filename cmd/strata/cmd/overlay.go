@@ -1,0 +1,127 @@
+package cmd
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strata-fs/strata/layers"
+	"github.com/strata-fs/strata/unionfs"
+	"github.com/strata-fs/strata/whiteout"
+)
+
+// overlayOptions are the flags of `strata overlay`: fuse-overlayfs's own.
+type overlayOptions struct {
+	options    []string // -o, each a comma-separated list
+	foreground bool     // -f
+	debug      bool     // -d, --debug
+}
+
+// NewCmdOverlay returns `strata overlay`, fuse-overlayfs's command line, for
+// podman, buildah and CRI-O (containers/storage's mount_program). strata
+// answers to it under any name ending in "overlayfs" too (see main).
+func NewCmdOverlay(version string) *cobra.Command {
+	var o overlayOptions
+	cmd := &cobra.Command{
+		Use:   "overlay [-f] [-d] -o OPTIONS MERGED",
+		Short: "Mount a union with fuse-overlayfs's command line",
+		Long: `Mount a union as fuse-overlayfs does, for tools that run it as their mount
+program: -o lowerdir=TOP:...:BOTTOM,upperdir=U,workdir=W[,volatile] MERGED, top
+layer first, "\," and "\:" escaping commas and colons in paths. Without
+upperdir the union is read-only. It returns once the union answers requests
+and serves it in the background, its output detached; -f serves in the
+foreground.
+
+Whiteouts are written in the kernel overlay format (0/0 character devices, the
+trusted.overlay.opaque xattr, or user.overlay.* without privilege), which
+containers/storage writes in its layers; ".wh." files are read too.
+
+volatile skips the fsync of copied-up files, as overlayfs's volatile does: a
+crash may lose changes. noatime, nodev, nosuid, fsync=0, static_nlink and noacl
+are accepted and change nothing; ro and allow_other are passed to FUSE;
+context= is accepted where SELinux does not run. Any other option is refused.
+uidmapping=, gidmapping=, squash_to_root, squash_to_uid=, squash_to_gid= and
+xattr_permissions= are read but not supported yet: they are refused.`,
+		Example: `  strata overlay -o lowerdir=/l/app:/l/base,upperdir=/c/diff,workdir=/c/work /c/merged
+  ln -s "$(command -v strata)" /usr/local/bin/strata-overlayfs   # mount_program = "/usr/local/bin/strata-overlayfs"`,
+		Version:      version,
+		Args:         usageArgs(cobra.ExactArgs(1)),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return serveUnion(cmd, !o.foreground, func() (unionfs.Config, string, error) {
+				return o.config(args[0])
+			})
+		},
+	}
+	cmd.SetVersionTemplate("strata {{.Version}} (fuse-overlayfs command line)\n")
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.options, "options", "o", nil, "mount `OPTIONS`: lowerdir=, upperdir=, workdir=, volatile, ...")
+	f.BoolVarP(&o.foreground, "foreground", "f", false, "serve in the foreground")
+	f.BoolVarP(&o.debug, "debug", "d", false, "log every FUSE request (to stderr, with -f)")
+	return cmd
+}
+
+// config reads fuse-overlayfs's options into a union configuration, its paths
+// resolved and checked, and the mount point checked against it.
+func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, error) {
+	fo, err := layers.ParseFuseOverlay(strings.Join(o.options, ","))
+	if err != nil {
+		return unionfs.Config{}, "", err
+	}
+	if err := unsupported(fo); err != nil {
+		return unionfs.Config{}, "", err
+	}
+	if len(fo.Lowers) == 0 {
+		return unionfs.Config{}, "", fmt.Errorf("no lowerdir: %w", layers.ErrBadOption)
+	}
+	r, err := fo.Stack.Resolve()
+	if err != nil {
+		return unionfs.Config{}, "", err
+	}
+	mnt, err := layers.CheckMountpoint(mountpoint, r)
+	if err != nil {
+		return unionfs.Config{}, "", err
+	}
+	return unionfs.Config{
+		Lowers:   r.Lowers,
+		Upper:    r.Upper,
+		Work:     r.Work,
+		Whiteout: whiteout.Overlay,
+		Volatile: r.Volatile,
+		Options:  fo.Options,
+		Debug:    o.debug,
+	}, mnt, nil
+}
+
+// unsupported refuses what strata reads but does not do yet, naming it.
+func unsupported(fo layers.FuseOverlay) error {
+	var what string
+	switch {
+	case len(fo.UIDMap) > 0:
+		what = "uidmapping"
+	case len(fo.GIDMap) > 0:
+		what = "gidmapping"
+	case fo.SquashToRoot:
+		what = "squash_to_root"
+	case fo.SquashUID >= 0:
+		what = "squash_to_uid"
+	case fo.SquashGID >= 0:
+		what = "squash_to_gid"
+	case fo.XattrPermissions != 0:
+		what = "xattr_permissions"
+	case fo.Context != "" && selinuxRuns():
+		what = "context"
+	default:
+		return nil
+	}
+	return fmt.Errorf("option %s: %w: not supported by strata yet", what, layers.ErrBadOption)
+}
+
+// selinuxRuns reports whether SELinux runs here: only then does a context=
+// label mean anything.
+func selinuxRuns() bool {
+	_, err := os.Stat("/sys/fs/selinux/enforce")
+	return err == nil
+}
