@@ -135,3 +135,90 @@ func TestOverlayRefuses(t *testing.T) {
 		t.Errorf("--version: %d %q", code, out)
 	}
 }
+
+// TestRootless mounts and writes through strata as an unprivileged user in a
+// user namespace of its own, as rootless podman runs its mount program: no
+// capability in the initial namespace, user.overlay.* xattrs instead of
+// trusted.* ones.
+func TestRootless(t *testing.T) {
+	requireMount(t)
+	for _, tool := range []string{"setpriv", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s", tool)
+		}
+	}
+	// Debian makes /dev/fuse 0666; some machines keep it root's. Open it to
+	// others for the test, as it would be on a desktop.
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/fuse", &st); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if st.Mode&0o006 != 0o006 {
+		if err := unix.Chmod("/dev/fuse", 0o666); err != nil {
+			t.Skipf("cannot open /dev/fuse to others: %v", err)
+		}
+		t.Cleanup(func() { _ = unix.Chmod("/dev/fuse", st.Mode&0o7777) }) // put back as found
+	}
+	const nobody = 65534
+	d := t.TempDir()
+	lower, up, wk, mnt := filepath.Join(d, "lower"), filepath.Join(d, "up"), filepath.Join(d, "wk"), filepath.Join(d, "mnt")
+	for _, dir := range []string{lower, filepath.Join(lower, "d"), up, wk, mnt} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{filepath.Join(lower, "a"), filepath.Join(lower, "d", "x")} {
+		if err := os.WriteFile(f, []byte("lower"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The test binary's copy of strata, and every directory, must be
+	// reachable by nobody; the layers are nobody's, as a rootless user's are.
+	for _, p := range []string{filepath.Dir(d), d, filepath.Dir(binary)} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := filepath.Walk(d, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, nobody, nobody)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	script := `set -e
+"$STRATA" overlay -o "lowerdir=$L,upperdir=$U,workdir=$W" "$M"
+trap '"$STRATA" umount "$M"' EXIT
+test "$(cat "$M/a")" = lower
+echo new > "$M/n"
+rm "$M/a"
+rm -r "$M/d"
+mkdir "$M/d"
+test -z "$(ls -A "$M/d")"
+`
+	c := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script)
+	c.Env = append(os.Environ(), "STRATA="+binary, "L="+lower, "U="+up, "W="+wk, "M="+mnt)
+	out, err := c.CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "unshare failed") {
+			t.Skipf("no unprivileged user namespaces here: %s", out)
+		}
+		t.Fatalf("as nobody in a user namespace: %v\n%s", err, out)
+	}
+	var wst unix.Stat_t
+	if err := unix.Lstat(filepath.Join(up, "a"), &wst); err != nil || !whiteout.IsOverlayWhiteout(wst.Mode, uint64(wst.Rdev)) {
+		t.Errorf("upper a: mode %o (%v), want a kernel-overlay whiteout", wst.Mode, err)
+	}
+	buf := make([]byte, 8)
+	if n, err := unix.Lgetxattr(filepath.Join(up, "d"), "user.overlay.opaque", buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("upper d: user.overlay.opaque = %q (%v), want \"y\"", buf[:max(n, 0)], err)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(up, "d"), "trusted.overlay.opaque", buf); err == nil {
+		t.Error("upper d: a trusted.overlay.opaque xattr, which an unprivileged mount cannot write")
+	}
+	if got, err := os.ReadFile(filepath.Join(up, "n")); err != nil || string(got) != "new\n" {
+		t.Errorf("upper n = %q (%v)", got, err)
+	}
+}
