@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -464,5 +465,49 @@ func TestReadOnlyUnion(t *testing.T) {
 		if !errors.Is(err, unix.EROFS) {
 			t.Errorf("%s: %v, want EROFS", what, err)
 		}
+	}
+}
+
+// TestExec runs programs from the union: a lower file, its copy-up, and a new
+// upper file. execve(2) opens with the kernel's own __FMODE_EXEC flag, which
+// must not reach the daemon's open of the layer file.
+func TestExec(t *testing.T) {
+	prog, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no true(1) to run")
+	}
+	data, err := os.ReadFile(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, 1, func(i int, d string) {
+		if err := os.WriteFile(filepath.Join(d, "lower-true"), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, f := range []whiteout.Format{whiteout.OCI, whiteout.Overlay} {
+		t.Run(f.String(), func(t *testing.T) {
+			s := s
+			s.Upper, s.Work = t.TempDir(), t.TempDir()
+			mnt := mountStrata(t, s, f)
+			// Through sh: a child of this process that execs from the
+			// mount would hold the mount's /dev/fuse descriptor (not
+			// closed before its exec succeeds) while waiting on it.
+			run := func(what string) {
+				t.Helper()
+				if out, err := exec.Command("/bin/sh", "-c", `exec "$0"`, filepath.Join(mnt, what)).CombinedOutput(); err != nil {
+					t.Errorf("run %s: %v %s", what, err, out)
+				}
+			}
+			run("lower-true")
+			if err := os.WriteFile(filepath.Join(mnt, "upper-true"), data, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			run("upper-true")
+			if err := os.Chmod(filepath.Join(mnt, "lower-true"), 0o750); err != nil { // copy-up
+				t.Fatal(err)
+			}
+			run("lower-true")
+		})
 	}
 }

@@ -159,13 +159,19 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	return f.handle(), openFlags, 0
 }
 
+// keptOpenFlags are the flags of an OPEN that mean something for the daemon's
+// own descriptor of the layer file. The kernel also sends its internal ones,
+// __FMODE_EXEC for an execve(2) among them, which openat2 refuses with EINVAL
+// (it refuses every flag it does not know). O_DIRECT stays with the kernel's
+// side of the file: with passthrough the kernel opens the backing file with the
+// caller's own flags, and without it the daemon's reads need not be aligned.
+const keptOpenFlags = syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_TRUNC | syscall.O_NONBLOCK |
+	syscall.O_DSYNC | syscall.O_SYNC | syscall.O_NOATIME | syscall.O_LARGEFILE
+
 // openFile opens the node's file in its current layer with open(2) flags and
 // registers the handle with the node.
 func (n *node) openFile(flags int) (*file, error) {
-	// O_DIRECT stays with the kernel's side of the file: with passthrough the
-	// kernel opens the backing file with the caller's own flags, and without it
-	// the daemon's reads need not be aligned.
-	flags &^= syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY | syscall.O_DIRECT
+	flags &= keptOpenFlags
 	l := n.where()
 	if l != upperLayer {
 		// Lower layers are read-only, whatever the caller asked.

@@ -104,7 +104,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	fd := -1
 	child, err := n.make(ctx, name, syscall.S_IFREG, out, func(dirfd int, nm string) error {
 		var err error
-		fd, err = unix.Openat(dirfd, nm, int(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode&07777)
+		fd, err = unix.Openat(dirfd, nm, int(flags&keptOpenFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode&07777)
 		if err != nil {
 			return err
 		}
@@ -407,8 +407,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	flags &^= syscall.O_CREAT | syscall.O_EXCL
-	fd, err := beneath.Open(n.u.layers[upperLayer].root, n.rel(), int(flags)|unix.O_TMPFILE, mode&07777)
+	fd, err := beneath.Open(n.u.layers[upperLayer].root, n.rel(), int(flags&keptOpenFlags)|unix.O_TMPFILE, mode&07777)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
