@@ -1,0 +1,62 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+func TestImageCommands(t *testing.T) {
+	ctx := context.Background()
+	img, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(t.TempDir(), "img.tar")
+	tag, _ := name.NewTag("example.com/rand:1")
+	if err := tarball.WriteToFile(archive, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(t.TempDir(), "store")
+	id, _ := img.ConfigName()
+
+	out, err := run(ctx, "image", "--root", root, "import", archive)
+	if err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, id.String()) || !strings.Contains(out, "layer 2/2") {
+		t.Errorf("import printed %q, want the id %s and a line per layer", out, id)
+	}
+	out, err = run(ctx, "image", "--root", root, "ls", "-q")
+	if err != nil || strings.TrimSpace(out) != id.Hex[:12] {
+		t.Errorf("ls -q: %q, %v; want %s", out, err, id.Hex[:12])
+	}
+	out, err = run(ctx, "image", "--root", root, "ls", "--format", "json")
+	var row map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &row) != nil || row["Repository"] != "example.com/rand" || row["Tag"] != "1" || row["Layers"] != 2.0 {
+		t.Errorf("ls --format json: %q, %v", out, err)
+	}
+	out, err = run(ctx, "image", "--root", root, "inspect", "example.com/rand:1")
+	var ins []inspected
+	if err != nil || json.Unmarshal([]byte(out), &ins) != nil || len(ins) != 1 || len(ins[0].Layers) != 2 || ins[0].ID != id.String() {
+		t.Errorf("inspect: %q, %v", out, err)
+	}
+	_, err = run(ctx, "image", "--root", root, "inspect", "nosuch")
+	if ExitCode(err) != 2 {
+		t.Errorf("inspect of a missing image: %v, exit %d; want 2", err, ExitCode(err))
+	}
+	out, err = run(ctx, "image", "--root", root, "rm", "example.com/rand:1")
+	if err != nil || !strings.Contains(out, "Deleted: "+id.String()) {
+		t.Errorf("rm: %q, %v", out, err)
+	}
+	out, err = run(ctx, "image", "--root", root, "ls", "-q")
+	if err != nil || out != "" {
+		t.Errorf("ls -q after rm: %q, %v", out, err)
+	}
+}
