@@ -34,7 +34,7 @@ as whiteouts, and every change goes to the upper directory.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{cmd: c, err: err}
 	})
-	root.AddCommand(NewCmdMount(), NewCmdUmount(), NewCmdDemo(), NewCmdImage())
+	root.AddCommand(NewCmdMount(), NewCmdUmount(), NewCmdDemo(), NewCmdImage(), NewCmdCommit())
 	return root
 }
 
