@@ -112,7 +112,11 @@ func (l *lineProgress) Write(p []byte) (int, error) {
 }
 
 func (l *lineProgress) Done(status string, err error) {
-	if err == nil {
+	switch {
+	case err != nil:
+	case l.n == 0:
+		_, _ = fmt.Fprintf(l.w, "%s: %s\n", l.desc, status) // a note for a person
+	default:
 		_, _ = fmt.Fprintf(l.w, "%s: %s (%s read)\n", l.desc, status, humanSize(l.n)) // a note for a person
 	}
 }
