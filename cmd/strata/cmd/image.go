@@ -50,6 +50,6 @@ $STRATA_ROOT); README.md describes its layout.`,
 		},
 	}
 	o.addFlags(cmd)
-	cmd.AddCommand(NewCmdImageImport(&o), NewCmdImageLs(&o), NewCmdImageInspect(&o), NewCmdImageRm(&o), NewCmdImageSave(&o))
+	cmd.AddCommand(NewCmdImageImport(&o), NewCmdImageLs(&o), NewCmdImageInspect(&o), NewCmdImageRm(&o), NewCmdImageSave(&o), NewCmdImageMount(&o))
 	return cmd
 }
