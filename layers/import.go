@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/flock"
 )
@@ -694,6 +695,13 @@ func (s *Store) ingestLayer(in *source, i int, ls layerSource, diffID v1.Hash, o
 			err = os.WriteFile(filepath.Join(stage, "layer", "layer.json"), meta, 0o600)
 		}
 		if err == nil {
+			// The layer's files reach the disk before its name does: a
+			// crash leaves no layer, or a whole one. One syncfs(2)
+			// flushes them all, where an fsync per file would cost a
+			// round trip to the disk each.
+			err = syncfs(stage)
+		}
+		if err == nil {
 			err = os.Rename(filepath.Join(stage, "layer"), s.layerPath(diffID))
 		}
 		if err != nil {
@@ -720,6 +728,19 @@ func (s *Store) ingestLayer(in *source, i int, ls layerSource, diffID v1.Hash, o
 	}
 	prog.Done(status, nil)
 	return lr, made, nil
+}
+
+// syncfs flushes the file system that holds dir.
+func syncfs(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
+	}
+	return nil
 }
 
 func (s *Store) readLayerMeta(diffID v1.Hash) (layerMeta, error) {
