@@ -60,3 +60,14 @@ func TestImageCommands(t *testing.T) {
 		t.Errorf("ls -q after rm: %q, %v", out, err)
 	}
 }
+
+func TestHumanSize(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{{0, "0B"}, {999, "999B"}, {1000, "1kB"}, {3584, "3.58kB"}, {524288000, "524MB"}, {3 << 30, "3.22GB"}} {
+		if got := humanSize(tc.n); got != tc.want {
+			t.Errorf("humanSize(%d): got %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
