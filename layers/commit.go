@@ -280,11 +280,18 @@ type CommitOptions struct {
 // the tar WriteDiff writes, gzip-compressed; the image's config and manifest
 // are from's with the layer appended (go-containerregistry mutate). On error
 // the store is left as it was.
-func (s *Store) Commit(ctx context.Context, upper, from string, opts CommitOptions) (v1.Hash, error) {
+func (s *Store) Commit(ctx context.Context, upper, from string, opts CommitOptions) (id v1.Hash, err error) {
 	base, err := s.V1Image(from)
 	if err != nil {
 		return v1.Hash{}, err
 	}
+	// The layer is staged in tmp/ before ingest takes tmp/ in turn; a
+	// shared lock of our own keeps a cleaner away meanwhile.
+	release, err := s.useTmp()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	created := opts.Created
 	if created.IsZero() {
 		created = time.Now().UTC()

@@ -476,6 +476,11 @@ func indexArchive(f *os.File) (map[string]archiveEntry, error) {
 
 // ingest puts the image in into the store: see Import.
 func (s *Store) ingest(ctx context.Context, in *source, opts ImportOptions) (id v1.Hash, err error) {
+	release, err := s.useTmp()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	diffIDs := in.cfg.RootFS.DiffIDs
 	if len(diffIDs) != len(in.layers) {
 		return v1.Hash{}, fmt.Errorf("import %s: %w: the config lists %d diff_ids for %d layers", in.file, ErrBadImage, len(diffIDs), len(in.layers))

@@ -118,7 +118,7 @@ func snapshot(t testing.TB, s *Store) []string {
 			return err
 		}
 		rel, _ := filepath.Rel(s.Root(), p)
-		if rel == "locks" || rel == "store.lock" {
+		if rel == "locks" || rel == "store.lock" || rel == "tmp.lock" {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -245,6 +245,20 @@ func TestLayerSharingAndRemove(t *testing.T) {
 	}
 	if _, err := s.Resolve("two"); !errors.Is(err, ErrImageNotFound) {
 		t.Errorf("resolve of a removed image: %v", err)
+	}
+}
+
+func TestImportCleansCrashDebris(t *testing.T) {
+	s := newStore(t)
+	// What a crashed import leaves: a half-unpacked layer.
+	if err := os.MkdirAll(s.path("tmp", "layer-123", "layer", "diff", "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import(context.Background(), writeLayout(t, testImage(t, baseLayer(t)), "x"), ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := countDirs(t, s.path("tmp")); n != 0 {
+		t.Errorf("tmp holds %d entries after an import", n)
 	}
 }
 

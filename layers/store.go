@@ -36,6 +36,9 @@ import (
 //	                         removed
 //	store.lock               flock'd while images/ and repositories.json change
 //	tmp/                     staging: half-unpacked layers, half-written blobs
+//	tmp.lock                 flock'd shared by every operation that stages in
+//	                         tmp/; whoever gets it exclusively empties tmp/ of
+//	                         what crashed operations left
 //
 // Everything reaches its final name by rename(2) from tmp/, once complete and
 // verified: a reader never sees half a layer, and a crash leaves debris in tmp/
@@ -356,6 +359,30 @@ func (s *Store) Stack(ref string) (Stack, error) {
 	return st, nil
 }
 
+// useTmp marks tmp/ in use until release is called. First, if no other
+// operation uses it, it empties it: what is there was left by a crash.
+func (s *Store) useTmp() (release func() error, err error) {
+	lockPath := s.path("tmp.lock")
+	if l, err := flock.TryExclusive(lockPath); err == nil {
+		ents, rerr := os.ReadDir(s.path("tmp"))
+		for _, e := range ents {
+			rerr = errors.Join(rerr, os.RemoveAll(s.path("tmp", e.Name())))
+		}
+		if err := errors.Join(rerr, l.Unlock()); err != nil {
+			return nil, fmt.Errorf("clean %s: %w", s.path("tmp"), err)
+		}
+	} else if !errors.Is(err, flock.ErrBusy) {
+		return nil, err
+	}
+	// Between the unlock above and this lock, another operation may clean
+	// tmp/: ours holds nothing there yet.
+	l, err := flock.Shared(lockPath)
+	if err != nil {
+		return nil, err
+	}
+	return l.Unlock, nil
+}
+
 // lockLayers takes the exclusive locks of the layers, in order of their
 // digests, and returns a function that releases them all.
 func (s *Store) lockLayers(ids []v1.Hash) (func() error, error) {
@@ -388,6 +415,11 @@ func (s *Store) Remove(ref string) (removed v1.Hash, err error) {
 	if err != nil {
 		return v1.Hash{}, err
 	}
+	release, err := s.useTmp()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	meta, err := flock.Exclusive(s.path("store.lock"))
 	if err != nil {
 		return v1.Hash{}, err
