@@ -616,7 +616,17 @@ func (u *unpacker) finishDirs() error {
 		if err != nil {
 			return fmt.Errorf("unpack entry: %s: %w", hdr.Name, err)
 		}
-		err = u.metadata(hdr, pfd, name)
+		// A later entry of the same name may have replaced the directory
+		// (by a symlink, say): its metadata is no longer this entry's to
+		// set, and fchmodat(2) would follow a symlink.
+		var st unix.Stat_t
+		err = unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("unpack entry: %s: %w", hdr.Name, &os.PathError{Op: "fstatat", Path: rel, Err: err})
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			err = u.metadata(hdr, pfd, name)
+		}
 		unix.Close(pfd)
 		if err != nil {
 			return err

@@ -142,6 +142,26 @@ func TestUnpackRefuses(t *testing.T) {
 	}
 }
 
+// A directory entry replaced by a symlink of the same name: the directory's
+// metadata, set at the end, must not reach through the symlink.
+func TestUnpackDirReplacedBySymlink(t *testing.T) {
+	layer, victim := breakoutDirs(t)
+	if err := os.Chmod(victim, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	d := dirEntry("d/")
+	d.Mode = 0o777
+	tr := mkTar(t, d, symlink("d", "../victim"))
+	if err := Unpack(layer, bytes.NewReader(tr), UnpackOptions{Privileged: os.Geteuid() == 0}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(victim)
+	if err != nil || fi.Mode().Perm() != 0o750 {
+		t.Errorf("victim dir: %v, %v; want mode 0750 as it was", fi.Mode(), err)
+	}
+	checkVictim(t, victim)
+}
+
 func TestUnpackWhiteouts(t *testing.T) {
 	layer := t.TempDir()
 	opaqueDir := dirEntry("opq/")
