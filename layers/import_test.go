@@ -450,3 +450,74 @@ func TestImportBadInput(t *testing.T) {
 
 // check that a tar header is a tar header (keeps the tar import honest).
 var _ = tar.TypeReg
+
+// TestImportLegacyDockerSave reads the layout `docker save` wrote before
+// docker 25: uncompressed ID/layer.tar files, a layer repeated as a symlink
+// to the first copy, the config as HEX.json.
+func TestImportLegacyDockerSave(t *testing.T) {
+	l1 := mkTar(t, dirEntry("etc/"), reg("etc/a", "a"))
+	l2 := mkTar(t, reg("etc/.wh.a", ""), reg("b", "b"))
+	cfg := []byte(`{"architecture":"` + runtime.GOARCH + `","os":"linux","config":{"Cmd":["sh"]},` +
+		`"rootfs":{"type":"layers","diff_ids":["` + sha256Of(l1).String() + `","` + sha256Of(l2).String() + `","` + sha256Of(l1).String() + `"]}}`)
+	cfgName := sha256Of(cfg).Hex + ".json"
+	manifest := `[{"Config":"` + cfgName + `","RepoTags":["busybox:latest"],"Layers":["aaa/layer.tar","bbb/layer.tar","ccc/layer.tar"]}]`
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	add := func(name string, data []byte) {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("aaa/layer.tar", l1)
+	add("bbb/layer.tar", l2)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "ccc/layer.tar", Linkname: "../aaa/layer.tar"}); err != nil {
+		t.Fatal(err)
+	}
+	add(cfgName, cfg)
+	add("manifest.json", []byte(manifest))
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "busybox.tar")
+	if err := os.WriteFile(file, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newStore(t)
+	id, err := s.Import(context.Background(), file, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != sha256Of(cfg) {
+		t.Errorf("id %s, want %s", id, sha256Of(cfg))
+	}
+	img, err := s.Image("busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(img.Layers) != 3 || img.Layers[0].MediaType != types.OCIUncompressedLayer || img.Layers[0].Digest != sha256Of(l1) {
+		t.Errorf("layers: %+v", img.Layers)
+	}
+	if n := countDirs(t, s.path("layers", "sha256")); n != 2 {
+		t.Errorf("%d layer dirs, want 2", n)
+	}
+	// Saved and imported again: the same image.
+	out := filepath.Join(t.TempDir(), "out.tar")
+	if err := s.SaveArchiveFile("busybox", out); err != nil {
+		t.Fatal(err)
+	}
+	if id2, err := newStore(t).Import(context.Background(), out, ImportOptions{}); err != nil || id2 != id {
+		t.Errorf("re-import: %s, %v; want %s", id2, err, id)
+	}
+	// A config that does not match its HEX.json name.
+	bad := bytes.Replace(b.Bytes(), []byte(`"Cmd":["sh"]`), []byte(`"Cmd":["xx"]`), 1)
+	badFile := filepath.Join(t.TempDir(), "bad.tar")
+	if err := os.WriteFile(badFile, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newStore(t).Import(context.Background(), badFile, ImportOptions{}); !errors.Is(err, ErrDigest) || !strings.Contains(err.Error(), cfgName) {
+		t.Errorf("config not matching its name: %v, want a digest mismatch naming %s", err, cfgName)
+	}
+}

@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,6 +51,36 @@ func TestImageCommands(t *testing.T) {
 	_, err = run(ctx, "image", "--root", root, "inspect", "nosuch")
 	if ExitCode(err) != 2 {
 		t.Errorf("inspect of a missing image: %v, exit %d; want 2", err, ExitCode(err))
+	}
+	// commit, then save both ways.
+	up := t.TempDir()
+	if err := os.WriteFile(filepath.Join(up, "added"), []byte("a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
+	out, err = run(ctx, "commit", "--root", root, "--upper", up, "--from", "example.com/rand:1", "-t", "committed:1", "-m", "test")
+	if err != nil || !strings.HasPrefix(out, "sha256:") {
+		t.Fatalf("commit: %q, %v", out, err)
+	}
+	again, err := run(ctx, "commit", "--root", root, "--upper", up, "--from", "example.com/rand:1", "-m", "test")
+	if err != nil || again != out {
+		t.Errorf("commit with SOURCE_DATE_EPOCH is not reproducible: %q then %q (%v)", out, again, err)
+	}
+	if _, err := run(ctx, "commit", "--root", root, "--from", "example.com/rand:1"); ExitCode(err) != 2 {
+		t.Errorf("commit without --upper: %v, exit %d; want 2", err, ExitCode(err))
+	}
+	saved := filepath.Join(t.TempDir(), "saved.tar")
+	if out, err := run(ctx, "image", "--root", root, "save", "committed:1", "-o", saved); err != nil {
+		t.Fatalf("save: %v\n%s", err, out)
+	}
+	if out, err := run(ctx, "image", "--root", root, "save", "committed:1", "--format", "oci", "-o", filepath.Join(t.TempDir(), "oci")); err != nil {
+		t.Fatalf("save --format oci: %v\n%s", err, out)
+	}
+	if _, err := run(ctx, "image", "--root", root, "save", "committed:1", "--format", "oci"); ExitCode(err) != 2 {
+		t.Errorf("save --format oci without -o: %v, exit %d; want 2", err, ExitCode(err))
+	}
+	if _, err := run(ctx, "image", "--root", root, "rm", "committed:1"); err != nil {
+		t.Fatal(err)
 	}
 	out, err = run(ctx, "image", "--root", root, "rm", "example.com/rand:1")
 	if err != nil || !strings.Contains(out, "Deleted: "+id.String()) {
