@@ -521,3 +521,43 @@ func TestImportLegacyDockerSave(t *testing.T) {
 		t.Errorf("config not matching its name: %v, want a digest mismatch naming %s", err, cfgName)
 	}
 }
+
+func TestRemoveRefusesMountedLayers(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	base := baseLayer(t)
+	if _, err := s.Import(ctx, writeLayout(t, testImage(t, base), "base"), ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import(ctx, writeLayout(t, testImage(t, base, layerOf(t, false, reg("x", "x"))), "app"), ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, release, err := s.Use("oci:app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Lowers) != 2 {
+		t.Fatalf("stack %v", st.Lowers)
+	}
+	// The base image's only layer is shared with the mounted one: it can go,
+	// and its layer stays.
+	if _, err := s.Remove("oci:base"); err != nil {
+		t.Errorf("rm of an image whose layers all stay: %v", err)
+	}
+	before := snapshot(t, s)
+	if _, err := s.Remove("oci:app"); !errors.Is(err, ErrInUse) {
+		t.Errorf("rm of a mounted image: %v, want ErrInUse", err)
+	}
+	if after := snapshot(t, s); !slices.Equal(before, after) {
+		t.Errorf("a refused rm changed the store:\nbefore %q\nafter  %q", before, after)
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Remove("oci:app"); err != nil {
+		t.Errorf("rm after the mount is gone: %v", err)
+	}
+	if n := countDirs(t, s.path("layers", "sha256")); n != 0 {
+		t.Errorf("%d layer dirs left", n)
+	}
+}

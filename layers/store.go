@@ -34,6 +34,7 @@ import (
 //	repositories.json        tags: {"NAME:TAG": "sha256:..."}
 //	locks/HEX.lock           flock'd while layer HEX is looked at, unpacked or
 //	                         removed
+//	locks/HEX.use            flock'd shared while a mount uses layer HEX
 //	store.lock               flock'd while images/ and repositories.json change
 //	tmp/                     staging: half-unpacked layers, half-written blobs
 //	tmp.lock                 flock'd shared by every operation that stages in
@@ -64,6 +65,8 @@ var (
 	ErrBadImage = errors.New("bad image")
 	// ErrDigest: content that does not match the digest it is given.
 	ErrDigest = errors.New("digest mismatch")
+	// ErrInUse: an image whose layers a mount uses (see Use).
+	ErrInUse = errors.New("image in use")
 )
 
 // OpenStore opens the store at root, creating its directories.
@@ -92,6 +95,7 @@ func (s *Store) blobPath(h v1.Hash) string   { return s.path("blobs", h.Algorith
 func (s *Store) layerPath(h v1.Hash) string  { return s.path("layers", h.Algorithm, h.Hex) }
 func (s *Store) recordPath(h v1.Hash) string { return s.path("images", h.Algorithm, h.Hex+".json") }
 func (s *Store) lockPath(h v1.Hash) string   { return s.path("locks", h.Hex+".lock") }
+func (s *Store) usePath(h v1.Hash) string    { return s.path("locks", h.Hex+".use") }
 
 // LayerDir is the directory of the unpacked layer diffID, as a mount stacks it.
 func (s *Store) LayerDir(diffID v1.Hash) string { return filepath.Join(s.layerPath(diffID), "diff") }
@@ -383,6 +387,48 @@ func (s *Store) useTmp() (release func() error, err error) {
 	return l.Unlock, nil
 }
 
+// Use returns the read-only stack of the image ref, like Stack, and marks its
+// layers in use until release is called: Remove refuses to remove them
+// meanwhile (ErrInUse). A mount holds it for its life; the kernel releases
+// it when the process dies.
+func (s *Store) Use(ref string) (st Stack, release func() error, err error) {
+	id, err := s.Resolve(ref)
+	if err != nil {
+		return Stack{}, nil, err
+	}
+	rec, err := s.readRecord(id)
+	if err != nil {
+		return Stack{}, nil, err
+	}
+	var held []*flock.Lock
+	release = func() error {
+		var errs []error
+		for _, l := range held {
+			errs = append(errs, l.Unlock())
+		}
+		return errors.Join(errs...)
+	}
+	for _, l := range rec.Layers {
+		u, err := flock.Shared(s.usePath(l.DiffID))
+		if err != nil {
+			return Stack{}, nil, errors.Join(err, release())
+		}
+		held = append(held, u)
+	}
+	// A removal may have run between the look-up and the locks.
+	for i := len(rec.Layers) - 1; i >= 0; i-- {
+		d := s.LayerDir(rec.Layers[i].DiffID)
+		if !exists(d) {
+			return Stack{}, nil, errors.Join(fmt.Errorf("image %s: %w: removed meanwhile", ref, ErrImageNotFound), release())
+		}
+		st.Lowers = append(st.Lowers, d)
+	}
+	if len(st.Lowers) == 0 {
+		return Stack{}, nil, errors.Join(fmt.Errorf("image %s: %w: no layers to mount", ref, ErrBadImage), release())
+	}
+	return st, release, nil
+}
+
 // lockLayers takes the exclusive locks of the layers, in order of their
 // digests, and returns a function that releases them all.
 func (s *Store) lockLayers(ids []v1.Hash) (func() error, error) {
@@ -443,6 +489,17 @@ func (s *Store) Remove(ref string) (removed v1.Hash, err error) {
 		still = still || tid == id
 	}
 	rec, err := s.readRecord(id)
+	var inUse []*flock.Lock
+	defer func() {
+		for _, l := range inUse {
+			err = errors.Join(err, l.Unlock())
+		}
+	}()
+	if err == nil && !still {
+		// The layers that would go must not be mounted: hold their use
+		// locks until they are gone, and refuse if a mount has one.
+		inUse, err = s.claimUnused(rec)
+	}
 	if err == nil {
 		err = s.writeTags(tags)
 	}
@@ -456,6 +513,43 @@ func (s *Store) Remove(ref string) (removed v1.Hash, err error) {
 		return v1.Hash{}, err
 	}
 	return id, s.collect(rec)
+}
+
+// claimUnused takes the use locks of the layers of rec that no other image
+// has, without waiting: ErrInUse when a mount holds one. The caller holds
+// store.lock.
+func (s *Store) claimUnused(rec *Record) ([]*flock.Lock, error) {
+	recs, err := s.records()
+	if err != nil {
+		return nil, err
+	}
+	used := map[v1.Hash]bool{}
+	for _, r := range recs {
+		if r.ID == rec.ID {
+			continue
+		}
+		for _, l := range r.Layers {
+			used[l.DiffID] = true
+		}
+	}
+	var held []*flock.Lock
+	for _, l := range rec.Layers {
+		if used[l.DiffID] {
+			continue
+		}
+		u, err := flock.TryExclusive(s.usePath(l.DiffID))
+		if err != nil {
+			for _, h := range held {
+				err = errors.Join(err, h.Unlock())
+			}
+			if errors.Is(err, flock.ErrBusy) {
+				return nil, fmt.Errorf("image %s: %w: layer %s is mounted (strata umount first)", rec.ID, ErrInUse, l.DiffID)
+			}
+			return nil, err
+		}
+		held = append(held, u)
+	}
+	return held, nil
 }
 
 // collect removes the layers and blobs of the removed image rec that no image

@@ -8,6 +8,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -358,15 +360,19 @@ func TestImageCLI(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	root := filepath.Join(t.TempDir(), "store")
-	run := func(args ...string) string {
-		t.Helper()
+	runErr := func(args ...string) (string, error) {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), "STRATA_ROOT="+root)
 		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := runErr(args...)
 		if err != nil {
 			t.Fatalf("strata %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		return string(out)
+		return out
 	}
 	img := ociImage(t, layerFromFixture(t, "gzip", layer(fFile("hello", "hi"))))
 	run("image", "import", writeOCILayout(t, img, "v1"))
@@ -383,5 +389,22 @@ func TestImageCLI(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "x"), nil, 0o644); err == nil {
 		t.Errorf("the image mount took a write")
 	}
+	// The daemon serving the mount holds its layers in use.
+	out, err := runErr("image", "rm", "oci:v1")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, "in use") {
+		t.Errorf("image rm while mounted: %v\n%s; want exit 1, in use", err, out)
+	}
 	run("umount", mnt)
+	// The daemon exits once unmounted; its locks go with it.
+	var rmErr error
+	for range 50 {
+		if out, rmErr = runErr("image", "rm", "oci:v1"); rmErr == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rmErr != nil {
+		t.Errorf("image rm after umount: %v\n%s", rmErr, out)
+	}
 }

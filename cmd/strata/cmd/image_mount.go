@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"errors"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -17,8 +18,8 @@ for a look inside, and serve it until it is unmounted: as 'strata mount' with
 the image's layer directories as --layer, bottom first, and no upper.
 
 It runs in the foreground and unmounts on SIGINT or SIGTERM; with --daemon it
-returns once the image is mounted ('strata umount MOUNTPOINT' ends it). Do not
-remove the image while it is mounted.`,
+returns once the image is mounted ('strata umount MOUNTPOINT' ends it). While
+it is mounted, 'strata image rm' refuses to remove its layers.`,
 		Example: `  strata image mount busybox:latest /mnt/busybox
   strata image mount --daemon busybox /mnt/busybox && ls /mnt/busybox && strata umount /mnt/busybox`,
 		Args:         usageArgs(cobra.ExactArgs(2)),
@@ -28,14 +29,16 @@ remove the image while it is mounted.`,
 			if err != nil {
 				return err
 			}
-			st, err := s.Stack(args[0])
+			// The layers stay marked in use while this process serves
+			// them: 'strata image rm' refuses to pull them away.
+			st, release, err := s.Use(args[0])
 			if err != nil {
 				return err
 			}
 			o.layers = slices.Clone(st.Lowers)
 			slices.Reverse(o.layers) // --layer is bottom first
 			o.options = []string{"ro"}
-			return o.run(cmd, args[1])
+			return errors.Join(o.run(cmd, args[1]), release())
 		},
 	}
 	f := cmd.Flags()

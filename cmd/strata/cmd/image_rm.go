@@ -16,8 +16,9 @@ func NewCmdImageRm(store *storeOptions) *cobra.Command {
 image goes, with the layers and blobs that no other image of the store uses.
 Prints "Untagged: NAME:TAG" and "Deleted: ID" as it goes.
 
-An image that is mounted ('strata image mount') should be unmounted first:
-removing its layers pulls the floor from under the mount.`,
+An image whose layers a 'strata image mount' serves is not removed (exit
+status 1): unmount it first. Only its tag goes when other tags remain, and a
+layer another image has stays.`,
 		Example:      `  strata image rm busybox:latest`,
 		Args:         usageArgs(cobra.MinimumNArgs(1)),
 		SilenceUsage: true,
