@@ -561,3 +561,40 @@ func TestRemoveRefusesMountedLayers(t *testing.T) {
 		t.Errorf("%d layer dirs left", n)
 	}
 }
+
+func TestImportMultiPlatformIndex(t *testing.T) {
+	ctx := context.Background()
+	img := testImage(t, baseLayer(t))
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.Architecture = "s390x"
+	img, err := mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+		Platform: &v1.Platform{OS: "linux", Architecture: "s390x"},
+	}})
+	dir := filepath.Join(t.TempDir(), "multi")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{refNameAnnotation: "v1"})); err != nil {
+		t.Fatal(err)
+	}
+	s := newStore(t)
+	if runtime.GOARCH != "s390x" {
+		_, err := s.Import(ctx, dir+":v1", ImportOptions{})
+		if !errors.Is(err, ErrBadImage) || !strings.Contains(err.Error(), "no manifest for platform") || !strings.Contains(err.Error(), "linux/s390x") {
+			t.Errorf("import of another platform: %v", err)
+		}
+	}
+	id, err := s.Import(ctx, dir+":v1", ImportOptions{Platform: "linux/s390x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := img.ConfigName(); id != want {
+		t.Errorf("id %s, want %s", id, want)
+	}
+}
