@@ -672,7 +672,7 @@ func (s *Store) ingestLayer(in *source, i int, ls layerSource, diffID v1.Hash, o
 		if err := os.Mkdir(filepath.Join(stage, "layer", "diff"), 0o755); err != nil {
 			return fail(err)
 		}
-		if err := Unpack(filepath.Join(stage, "layer", "diff"), tarCount, opts.Unpack); err != nil {
+		if err := unpackPipelined(filepath.Join(stage, "layer", "diff"), tarCount, opts.Unpack); err != nil {
 			return fail(err)
 		}
 	}
@@ -733,6 +733,31 @@ func (s *Store) ingestLayer(in *source, i int, ls layerSource, diffID v1.Hash, o
 	}
 	prog.Done(status, nil)
 	return lr, made, nil
+}
+
+// errStopped stops the reading goroutine of unpackPipelined.
+var errStopped = errors.New("unpack stopped")
+
+// unpackPipelined unpacks the tar read from r into dir, as Unpack does, with
+// the reading of r (decompression and hashing) in a goroutine of its own that
+// keeps a chunk ahead: the two halves of an import, each about one core's
+// worth, overlap. On success, r has been read to its end.
+func unpackPipelined(dir string, r io.Reader, opts UnpackOptions) error {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := io.CopyBuffer(pw, r, make([]byte, 1<<20))
+		_ = pw.CloseWithError(err) // nil: the reader sees io.EOF; always returns nil
+	}()
+	err := Unpack(dir, pr, opts)
+	if err == nil {
+		// What follows the tar's end counts in the digests too.
+		_, err = io.Copy(io.Discard, pr)
+	}
+	_ = pr.CloseWithError(errStopped) // a writer still at it stops; always returns nil
+	<-done
+	return err
 }
 
 // syncfs flushes the file system that holds dir.
