@@ -662,7 +662,7 @@ func (s *Store) ingestLayer(in *source, i int, ls layerSource, diffID v1.Hash, o
 	if err != nil {
 		return fail(err)
 	}
-	defer func() { _ = dec.Close() }()
+	defer func() { _ = dec.Close() }() // a decompressor; the verdict is the digests
 	diffHash := sha256.New()
 	tarCount := &countingReader{r: io.TeeReader(dec, diffHash)}
 	if !haveLayer {

@@ -102,7 +102,7 @@ func (s *Store) SaveArchiveFile(ref, out string) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = f.Close()
+			_ = f.Close()           // the save failed already; the file goes next
 			_ = os.Remove(f.Name()) // the staging file of a failed save
 		}
 	}()
