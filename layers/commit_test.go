@@ -138,7 +138,7 @@ func TestCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.Created.Time.Equal(created) || len(cfg.History) == 0 || cfg.History[len(cfg.History)-1].CreatedBy != "strata commit" {
+	if !cfg.Created.Equal(created) || len(cfg.History) == 0 || cfg.History[len(cfg.History)-1].CreatedBy != "strata commit" {
 		t.Errorf("config: created %v, history %+v", cfg.Created, cfg.History)
 	}
 	top := s.LayerDir(img.Layers[1].DiffID)

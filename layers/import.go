@@ -188,8 +188,11 @@ func readLayout(dir, ref string, plat *v1.Platform) (*source, error) {
 			return nil, err
 		}
 		sub, err := v1.ParseIndexManifest(bytes.NewReader(raw))
-		if err != nil || depth > 4 {
-			return nil, fmt.Errorf("import %s: index %s: %w: %v", dir, desc.Digest, ErrBadImage, err)
+		if err != nil {
+			return nil, fmt.Errorf("import %s: index %s: %w: %w", dir, desc.Digest, ErrBadImage, err)
+		}
+		if depth > 4 {
+			return nil, fmt.Errorf("import %s: index %s: %w: indexes nested too deep", dir, desc.Digest, ErrBadImage)
 		}
 		var found *v1.Descriptor
 		var have []string
@@ -460,7 +463,7 @@ func indexArchive(f *os.File) (map[string]archiveEntry, error) {
 		}
 		name := path.Clean(hdr.Name)
 		switch hdr.Typeflag {
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg:
 			// The reader stops right after the header(s): the data
 			// starts here. A truncated archive shows when the data
 			// runs out.
@@ -766,7 +769,7 @@ func syncfs(dir string) error {
 	if err != nil {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // a read-only descriptor, for syncfs
 	if err := unix.Syncfs(fd); err != nil {
 		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
 	}

@@ -88,7 +88,7 @@ func Unpack(dir string, r io.Reader, opts UnpackOptions) (err error) {
 	}
 	defer func() {
 		u.closeLast()
-		unix.Close(root)
+		_ = unix.Close(root) // an O_PATH descriptor: nothing to flush
 	}()
 	tr := tar.NewReader(r)
 	for {
@@ -178,7 +178,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil // PAX global header: no entry
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink,
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink,
 		tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
 		return refuse(hdr.Name, "unsupported entry type %q", hdr.Typeflag)
@@ -236,7 +236,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		u.dirs = append(u.dirs, hdr)
 		return nil
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeGNUSparse:
 		return u.regular(hdr, pfd, name, r)
 	case tar.TypeSymlink:
 		if err := unix.Symlinkat(hdr.Linkname, pfd, name); err != nil {
@@ -281,7 +281,7 @@ func (u *unpacker) parent(entry, dir string) (int, error) {
 
 func (u *unpacker) closeLast() {
 	if u.lastFd >= 0 {
-		unix.Close(u.lastFd)
+		_ = unix.Close(u.lastFd) // an O_PATH descriptor: nothing to flush
 		u.lastFd = -1
 	}
 }
@@ -305,7 +305,7 @@ func (u *unpacker) mkdirAll(entry, dir string) (int, error) {
 			}
 		}
 		if cur >= 0 {
-			unix.Close(cur)
+			_ = unix.Close(cur) // an O_PATH descriptor: nothing to flush
 		}
 		switch {
 		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
@@ -493,7 +493,7 @@ func (u *unpacker) link(hdr *tar.Header, pfd int, name string) error {
 	if err != nil {
 		return fmt.Errorf("unpack entry: %s: link target %s: %w", hdr.Name, hdr.Linkname, err)
 	}
-	defer unix.Close(tfd)
+	defer func() { _ = unix.Close(tfd) }() // an O_PATH descriptor: nothing to flush
 	var st unix.Stat_t
 	if err := unix.Fstatat(tfd, tname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("unpack entry: %s: link target %s: %w", hdr.Name, hdr.Linkname, &os.PathError{Op: "fstatat", Path: target, Err: err})
@@ -627,7 +627,7 @@ func (u *unpacker) finishDirs() error {
 		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 			err = u.metadata(hdr, pfd, name)
 		}
-		unix.Close(pfd)
+		_ = unix.Close(pfd) // an O_PATH descriptor: nothing to flush
 		if err != nil {
 			return err
 		}

@@ -84,9 +84,10 @@ tags shows once per tag; one without any shows as <none>.`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tLAYERS\tSIZE\tCREATED")
+			// tabwriter buffers: Flush reports a failed write.
+			_, _ = fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tLAYERS\tSIZE\tCREATED")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Repository, r.Tag, r.ID, r.Layers, r.Size, r.CreatedSince)
+				_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Repository, r.Tag, r.ID, r.Layers, r.Size, r.CreatedSince)
 			}
 			return tw.Flush()
 		},
