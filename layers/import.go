@@ -697,35 +697,38 @@ func (s *Store) ingestLayer(in *source, i int, ls layerSource, diffID v1.Hash, o
 	if lr.MediaType == "" {
 		lr.MediaType = mt
 	}
+	keepBlob := !haveBlob && !exists(s.blobPath(gotBlob))
+	if !haveBlob {
+		if err := blobFile.Close(); err != nil {
+			return fail(err)
+		}
+	}
 	if !haveLayer {
 		meta, err := json.Marshal(layerMeta{DiffID: diffID, Unpacked: tarCount.n})
 		if err == nil {
 			err = os.WriteFile(filepath.Join(stage, "layer", "layer.json"), meta, 0o600)
 		}
-		if err == nil {
-			// The layer's files reach the disk before its name does: a
-			// crash leaves no layer, or a whole one. One syncfs(2)
-			// flushes them all, where an fsync per file would cost a
-			// round trip to the disk each.
-			err = syncfs(stage)
-		}
-		if err == nil {
-			err = os.Rename(filepath.Join(stage, "layer"), s.layerPath(diffID))
-		}
 		if err != nil {
+			return fail(err)
+		}
+	}
+	if !haveLayer || keepBlob {
+		// The layer's files and the blob reach the disk before their
+		// names do: a crash leaves no layer, or a whole one. One
+		// syncfs(2) flushes them all, where an fsync per file would
+		// cost a round trip to the disk each.
+		if err := syncfs(stage); err != nil {
+			return fail(err)
+		}
+	}
+	if !haveLayer {
+		if err := os.Rename(filepath.Join(stage, "layer"), s.layerPath(diffID)); err != nil {
 			return fail(err)
 		}
 		made = append(made, s.layerPath(diffID))
 	}
-	if !haveBlob && !exists(s.blobPath(gotBlob)) {
-		err := blobFile.Sync()
-		if err == nil {
-			err = blobFile.Close()
-		}
-		if err == nil {
-			err = os.Rename(filepath.Join(stage, "blob"), s.blobPath(gotBlob))
-		}
-		if err != nil {
+	if keepBlob {
+		if err := os.Rename(filepath.Join(stage, "blob"), s.blobPath(gotBlob)); err != nil {
 			return fail(err)
 		}
 		made = append(made, s.blobPath(gotBlob))
