@@ -22,6 +22,15 @@
 // is not: its path is not below the layer's path. The checks describe the
 // directories at the time of the call; nothing stops another process from
 // changing them before the mount.
+//
+// The package also keeps the image store (store.go), which makes the layer
+// directories that stacks are built of: it imports images (import.go), applying
+// each layer tar once with Unpack (unpack.go), turns an upper back into a layer
+// tar with WriteDiff (commit.go), and saves images (save.go). Store.Stack and
+// Store.Use describe an image as a read-only Stack; mounting it is still
+// unionfs's business. Everything a layer tar names is resolved inside the
+// layer through descriptors (internal/beneath), and every file of the store
+// reaches its final name by rename(2) once complete and verified.
 package layers
 
 import (

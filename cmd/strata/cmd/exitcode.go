@@ -20,7 +20,9 @@ const (
 // ExitCode is the process exit status for err: 0 for nil, 2 for a usage error
 // or input that was refused before anything changed (a bad stack or mount
 // point, an unmount of something that is not a strata mount, a --daemon child
-// that failed before it was ready), 1 for any other failure.
+// that failed before it was ready, an unknown image, an image that cannot be
+// imported as it is: bad, a digest mismatch, a refused layer entry), 1 for any
+// other failure.
 func ExitCode(err error) int {
 	var (
 		usage *usageError
@@ -32,6 +34,10 @@ func ExitCode(err error) int {
 	case errors.As(err, &usage),
 		errors.As(err, &child),
 		errors.Is(err, layers.ErrInvalid),
+		errors.Is(err, layers.ErrImageNotFound),
+		errors.Is(err, layers.ErrBadImage),
+		errors.Is(err, layers.ErrDigest),
+		errors.Is(err, layers.ErrRefused),
 		errors.Is(err, mounts.ErrNotMounted),
 		errors.Is(err, mounts.ErrForeign):
 		return exitBadInput
