@@ -29,10 +29,12 @@ type FuseOverlay struct {
 	Options []string
 }
 
-// IDMap maps Count ids from Inside (as the merged tree shows them) to Outside
+// IDMap maps Count ids from Stored (as the layers store them) to Shown (as the
+// merged tree shows them): one STORED:SHOWN:COUNT triple of fuse-overlayfs's
+// uidmapping= and gidmapping=, where an id no triple maps shows as 65534.
 // (as the layers store them), one line of uid_map(5) in fuse-overlayfs's order.
 type IDMap struct {
-	Inside, Outside, Count uint32
+	Stored, Shown, Count uint32
 }
 
 // harmless are the options fuse-overlayfs accepts that change nothing strata
@@ -108,7 +110,7 @@ func ParseFuseOverlay(opts string) (FuseOverlay, error) {
 	return fo, nil
 }
 
-// parseIDMaps reads "INSIDE:OUTSIDE:COUNT[:INSIDE:OUTSIDE:COUNT...]", with
+// parseIDMaps reads "STORED:SHOWN:COUNT[:STORED:SHOWN:COUNT...]", with
 // an optional leading colon, as fuse-overlayfs does.
 func parseIDMaps(s string) ([]IDMap, error) {
 	s = strings.TrimPrefix(s, ":")
@@ -117,7 +119,7 @@ func parseIDMaps(s string) ([]IDMap, error) {
 	}
 	f := strings.Split(s, ":")
 	if len(f)%3 != 0 {
-		return nil, fmt.Errorf("%d numbers, want triples INSIDE:OUTSIDE:COUNT", len(f))
+		return nil, fmt.Errorf("%d numbers, want triples STORED:SHOWN:COUNT", len(f))
 	}
 	var maps []IDMap
 	for i := 0; i < len(f); i += 3 {
@@ -129,13 +131,13 @@ func parseIDMaps(s string) ([]IDMap, error) {
 			}
 			n[j] = uint32(v)
 		}
-		m := IDMap{Inside: n[0], Outside: n[1], Count: n[2]}
-		if m.Count == 0 || uint64(m.Inside)+uint64(m.Count) > 1<<32 || uint64(m.Outside)+uint64(m.Count) > 1<<32 {
-			return nil, fmt.Errorf("range %d:%d:%d is empty or past 2^32", m.Inside, m.Outside, m.Count)
+		m := IDMap{Stored: n[0], Shown: n[1], Count: n[2]}
+		if m.Count == 0 || uint64(m.Shown)+uint64(m.Count) > 1<<32 || uint64(m.Stored)+uint64(m.Count) > 1<<32 {
+			return nil, fmt.Errorf("range %d:%d:%d is empty or past 2^32", m.Stored, m.Shown, m.Count)
 		}
 		for _, o := range maps {
-			if overlaps(o.Inside, o.Count, m.Inside, m.Count) || overlaps(o.Outside, o.Count, m.Outside, m.Count) {
-				return nil, fmt.Errorf("ranges %d:%d:%d and %d:%d:%d overlap", o.Inside, o.Outside, o.Count, m.Inside, m.Outside, m.Count)
+			if overlaps(o.Shown, o.Count, m.Shown, m.Count) || overlaps(o.Stored, o.Count, m.Stored, m.Count) {
+				return nil, fmt.Errorf("ranges %d:%d:%d and %d:%d:%d overlap", o.Stored, o.Shown, o.Count, m.Stored, m.Shown, m.Count)
 			}
 		}
 		maps = append(maps, m)
@@ -147,29 +149,29 @@ func overlaps(a, an, b, bn uint32) bool {
 	return uint64(a) < uint64(b)+uint64(bn) && uint64(b) < uint64(a)+uint64(an)
 }
 
-// ToOutside maps an id the merged tree shows to the one stored; ok is false
+// ToStored maps an id the merged tree shows to the one stored; ok is false
 // for an id no range maps. No map maps every id to itself.
-func ToOutside(maps []IDMap, id uint32) (uint32, bool) {
+func ToStored(maps []IDMap, id uint32) (uint32, bool) {
 	if len(maps) == 0 {
 		return id, true
 	}
 	for _, m := range maps {
-		if id >= m.Inside && uint64(id) < uint64(m.Inside)+uint64(m.Count) {
-			return m.Outside + (id - m.Inside), true
+		if id >= m.Shown && uint64(id) < uint64(m.Shown)+uint64(m.Count) {
+			return m.Stored + (id - m.Shown), true
 		}
 	}
 	return 0, false
 }
 
-// ToInside maps a stored id to the one the merged tree shows; ok is false for
+// ToShown maps a stored id to the one the merged tree shows; ok is false for
 // an id no range maps (fuse-overlayfs then shows the overflow id, 65534).
-func ToInside(maps []IDMap, id uint32) (uint32, bool) {
+func ToShown(maps []IDMap, id uint32) (uint32, bool) {
 	if len(maps) == 0 {
 		return id, true
 	}
 	for _, m := range maps {
-		if id >= m.Outside && uint64(id) < uint64(m.Outside)+uint64(m.Count) {
-			return m.Inside + (id - m.Outside), true
+		if id >= m.Stored && uint64(id) < uint64(m.Stored)+uint64(m.Count) {
+			return m.Shown + (id - m.Stored), true
 		}
 	}
 	return 0, false

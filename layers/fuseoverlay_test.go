@@ -40,8 +40,8 @@ func TestParseFuseOverlay(t *testing.T) {
 			"uidmapping=:0:100000:65536,gidmapping=0:1000:1:1:110000:65536,lowerdir=/a,upperdir=/u,workdir=/w",
 			with(func(fo *layers.FuseOverlay) {
 				fo.Lowers, fo.Upper, fo.Work = []string{"/a"}, "/u", "/w"
-				fo.UIDMap = []layers.IDMap{{Inside: 0, Outside: 100000, Count: 65536}}
-				fo.GIDMap = []layers.IDMap{{Inside: 0, Outside: 1000, Count: 1}, {Inside: 1, Outside: 110000, Count: 65536}}
+				fo.UIDMap = []layers.IDMap{{Stored: 0, Shown: 100000, Count: 65536}}
+				fo.GIDMap = []layers.IDMap{{Stored: 0, Shown: 1000, Count: 1}, {Stored: 1, Shown: 110000, Count: 65536}}
 			})},
 		{"squash and xattr permissions",
 			"lowerdir=/a,squash_to_root,squash_to_uid=5,squash_to_gid=6,xattr_permissions=2",
@@ -86,21 +86,24 @@ func TestParseFuseOverlayRefuses(t *testing.T) {
 }
 
 func TestIDMaps(t *testing.T) {
-	m := []layers.IDMap{{Inside: 0, Outside: 1000, Count: 1}, {Inside: 1, Outside: 110000, Count: 65536}}
+	// The example of fuse-overlayfs(1): files stored as 0 and 1 show as
+	// 1000 and 110000, which a user namespace mapping 0 and 1 to those
+	// shows as 0 and 1 again.
+	m := []layers.IDMap{{Stored: 0, Shown: 1000, Count: 1}, {Stored: 1, Shown: 110000, Count: 65536}}
 	for _, tt := range []struct {
-		inside, outside uint32
+		stored, shown uint32
 	}{{0, 1000}, {1, 110000}, {65536, 175535}} {
-		if got, ok := layers.ToOutside(m, tt.inside); !ok || got != tt.outside {
-			t.Errorf("ToOutside(%d) = %d, %v; want %d", tt.inside, got, ok, tt.outside)
+		if got, ok := layers.ToShown(m, tt.stored); !ok || got != tt.shown {
+			t.Errorf("ToShown(%d) = %d, %v; want %d", tt.stored, got, ok, tt.shown)
 		}
-		if got, ok := layers.ToInside(m, tt.outside); !ok || got != tt.inside {
-			t.Errorf("ToInside(%d) = %d, %v; want %d", tt.outside, got, ok, tt.inside)
+		if got, ok := layers.ToStored(m, tt.shown); !ok || got != tt.stored {
+			t.Errorf("ToStored(%d) = %d, %v; want %d", tt.shown, got, ok, tt.stored)
 		}
 	}
-	if _, ok := layers.ToInside(m, 5); ok {
-		t.Error("ToInside(5): an id no range maps was mapped")
+	if _, ok := layers.ToShown(m, 70000); ok {
+		t.Error("ToShown(70000): an id no range maps was mapped")
 	}
-	if got, ok := layers.ToOutside(nil, 42); !ok || got != 42 {
-		t.Errorf("ToOutside(no map, 42) = %d, %v", got, ok)
+	if got, ok := layers.ToStored(nil, 42); !ok || got != 42 {
+		t.Errorf("ToStored(no map, 42) = %d, %v", got, ok)
 	}
 }
