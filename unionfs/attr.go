@@ -55,7 +55,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		name = "."
 	}
 
-	if u, g, ok := ownerOf(in); ok {
+	if u, g, ok, err := n.u.ownerOf(in); err != nil {
+		return toErrno(err)
+	} else if ok {
 		if err := unix.Fchownat(dfd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return toErrno(err)
 		}
@@ -104,7 +106,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 // setattrFd applies in to an upper file reachable only through fd.
 func (n *node) setattrFd(fd int, in *fuse.SetAttrIn) syscall.Errno {
-	if u, g, ok := ownerOf(in); ok {
+	if u, g, ok, err := n.u.ownerOf(in); err != nil {
+		return toErrno(err)
+	} else if ok {
 		if err := unix.Fchown(fd, u, g); err != nil {
 			return toErrno(err)
 		}
@@ -129,19 +133,23 @@ func (n *node) setattrFd(fd int, in *fuse.SetAttrIn) syscall.Errno {
 	return 0
 }
 
-// ownerOf is the chown(2) pair of a SETATTR, -1 for the id not given; ok is
-// false when it changes no owner.
-func ownerOf(in *fuse.SetAttrIn) (uid, gid int, ok bool) {
-	u, uok := in.GetUID()
-	g, gok := in.GetGID()
+// ownerOf is the chown(2) pair of a SETATTR as stored in the layers, -1 for
+// the id not given; ok is false when it changes no owner.
+func (u *union) ownerOf(in *fuse.SetAttrIn) (uid, gid int, ok bool, err error) {
+	su, uok := in.GetUID()
+	sg, gok := in.GetGID()
 	uid, gid = -1, -1
 	if uok {
-		uid = int(u)
+		uid = int(su)
 	}
 	if gok {
-		gid = int(g)
+		gid = int(sg)
 	}
-	return uid, gid, uok || gok
+	if !uok && !gok {
+		return uid, gid, false, nil
+	}
+	uid, gid, err = u.storedOwner(uid, gid)
+	return uid, gid, err == nil, err
 }
 
 func truncateAt(dfd int, name string, size int64) error {

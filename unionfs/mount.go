@@ -37,6 +37,9 @@ type Config struct {
 	FsName string
 	// Debug logs every FUSE request.
 	Debug bool
+	// IDs translates owners between the layers and the merged tree; nil
+	// shows them as stored.
+	IDs IDMapper
 	// Logger receives diagnostics (passthrough refused, and the like); nil
 	// means the standard logger.
 	Logger *log.Logger
@@ -100,6 +103,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		devs = append(devs, l.dev)
 	}
 	u.ids.init(devs)
+	u.ids.mapper = cfg.IDs
 
 	top := 1
 	if u.upper != nil {

@@ -52,10 +52,14 @@ func (n *node) owner(ctx context.Context) (uid, gid int, setgid bool, err error)
 	if err := n.u.statx(upperLayer, n.rel(), &st); err != nil {
 		return 0, 0, false, err
 	}
-	if st.Mode&syscall.S_ISGID != 0 {
-		return uid, int(st.Gid), true, nil
+	setgid = st.Mode&syscall.S_ISGID != 0
+	if uid, gid, err = n.u.storedOwner(uid, gid); err != nil {
+		return 0, 0, false, err
 	}
-	return uid, gid, false, nil
+	if setgid {
+		gid = int(st.Gid) // stored already
+	}
+	return uid, gid, setgid, nil
 }
 
 // make creates name in n with create (see cow.Upper.Make) and returns its node.

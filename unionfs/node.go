@@ -107,6 +107,7 @@ func (n *node) newChild(ctx context.Context, name string, e *entry, st *unix.Sta
 // fixAttr corrects what the layer's stat cannot know.
 func (n *node) fixAttr(a *fuse.Attr) {
 	a.Ino = n.StableAttr().Ino
+	a.Uid, a.Gid = n.u.shownOwner(a.Uid, a.Gid)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.unlinked {

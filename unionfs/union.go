@@ -109,6 +109,8 @@ type identities struct {
 	nextGen uint64
 	nextIno uint64 // for inode numbers too large to prefix
 	big     map[devIno]uint64
+	// mapper translates owners; nil shows them as stored. Set at mount.
+	mapper IDMapper
 }
 
 type devIno struct{ dev, ino uint64 }

@@ -222,3 +222,86 @@ test -z "$(ls -A "$M/d")"
 		t.Errorf("upper n = %q (%v)", got, err)
 	}
 }
+
+// TestOverlayIDMapping: uidmapping and gidmapping show the owners stored in
+// the layers as other ids, and store new owners back through the map;
+// squash_to_root shows every file as root's.
+func TestOverlayIDMapping(t *testing.T) {
+	requireMount(t)
+	base, app, mnt := stack(t)
+	for name, owner := range map[string][2]int{"mapped": {5, 0}, "unmapped": {100, 100}} {
+		p := filepath.Join(base, name)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(p, owner[0], owner[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := filepath.Dir(mnt)
+	up, wk := filepath.Join(d, "up"), filepath.Join(d, "wk")
+	for _, dir := range []string{up, wk} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := func(p string) [2]uint32 {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return [2]uint32{st.Uid, st.Gid}
+	}
+	opts := "lowerdir=" + app + ":" + base + ",upperdir=" + up + ",workdir=" + wk +
+		",uidmapping=0:1000:1:5:2000:10,gidmapping=0:3000:1"
+	if code, out := run(t, alias(t, "fuse-overlayfs"), "-o", opts, mnt); code != 0 {
+		t.Fatalf("mount: exit %d: %s", code, out)
+	}
+	for name, want := range map[string][2]uint32{"f": {1000, 3000}, "mapped": {2000, 3000}, "unmapped": {65534, 65534}} {
+		if got := owner(filepath.Join(mnt, name)); got != want {
+			t.Errorf("%s shows as %d:%d, want %d:%d", name, got[0], got[1], want[0], want[1])
+		}
+	}
+	// chown to shown ids stores their stored ids.
+	if err := os.Lchown(filepath.Join(mnt, "f"), 2003, 3000); err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(filepath.Join(mnt, "f")); got != [2]uint32{2003, 3000} {
+		t.Errorf("f after chown 2003:3000 shows %v", got)
+	}
+	if got := owner(filepath.Join(up, "f")); got != [2]uint32{8, 0} {
+		t.Errorf("f after chown 2003:3000 is stored as %v, want 8:0", got)
+	}
+	// The creator, root, has no stored id: stored as 65534, as fuse-overlayfs does.
+	if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(filepath.Join(up, "new")); got != [2]uint32{65534, 65534} {
+		t.Errorf("new file stored as %v, want 65534:65534", got)
+	}
+	if code, _, stderr := strata(t, "umount", mnt); code != 0 {
+		t.Fatalf("umount: %s", stderr)
+	}
+	waitMounted(t, mnt, false)
+
+	if err := os.RemoveAll(wk); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(wk, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts = "lowerdir=" + app + ":" + base + ",upperdir=" + up + ",workdir=" + wk + ",squash_to_root"
+	if code, out := run(t, alias(t, "fuse-overlayfs"), "-o", opts, mnt); code != 0 {
+		t.Fatalf("mount squash_to_root: exit %d: %s", code, out)
+	}
+	for _, name := range []string{"f", "mapped", "unmapped", "new"} {
+		if got := owner(filepath.Join(mnt, name)); got != [2]uint32{0, 0} {
+			t.Errorf("squash_to_root: %s shows as %v, want 0:0", name, got)
+		}
+	}
+	if code, _, stderr := strata(t, "umount", mnt); code != 0 {
+		t.Fatalf("umount: %s", stderr)
+	}
+	waitMounted(t, mnt, false)
+}

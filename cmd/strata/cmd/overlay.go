@@ -42,8 +42,12 @@ volatile skips the fsync of copied-up files, as overlayfs's volatile does: a
 crash may lose changes. noatime, nodev, nosuid, fsync=0, static_nlink and noacl
 are accepted and change nothing; ro and allow_other are passed to FUSE;
 context= is accepted where SELinux does not run. Any other option is refused.
-uidmapping=, gidmapping=, squash_to_root, squash_to_uid=, squash_to_gid= and
-xattr_permissions= are read but not supported yet: they are refused.`,
+
+uidmapping=STORED:SHOWN:COUNT[:...] and gidmapping= show the owners stored in
+the layers as other ids (and store a new owner back through the same map; an id
+no range maps shows, and is stored, as 65534); squash_to_root, squash_to_uid=
+and squash_to_gid= show every file as owned by one id. xattr_permissions= is
+read but not supported yet: it is refused.`,
 		Example: `  strata overlay -o lowerdir=/l/app:/l/base,upperdir=/c/diff,workdir=/c/work /c/merged
   ln -s "$(command -v strata)" /usr/local/bin/strata-overlayfs   # mount_program = "/usr/local/bin/strata-overlayfs"`,
 		Version:      version,
@@ -91,24 +95,55 @@ func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, erro
 		Whiteout: whiteout.Overlay,
 		Volatile: r.Volatile,
 		Options:  fo.Options,
+		IDs:      mapperOf(fo),
 		Debug:    o.debug,
 	}, mnt, nil
+}
+
+// idMapper is fuse-overlayfs's id mapping and squashing, for unionfs.
+type idMapper struct{ fo layers.FuseOverlay }
+
+// mapperOf returns the mapper fo asks for, or nil when it maps nothing.
+func mapperOf(fo layers.FuseOverlay) unionfs.IDMapper {
+	if len(fo.UIDMap) == 0 && len(fo.GIDMap) == 0 && !fo.SquashToRoot && fo.SquashUID < 0 && fo.SquashGID < 0 {
+		return nil
+	}
+	return idMapper{fo}
+}
+
+// overflowID is what fuse-overlayfs shows for a stored id no range maps.
+const overflowID = 65534
+
+func (m idMapper) maps(uid bool) []layers.IDMap {
+	if uid {
+		return m.fo.UIDMap
+	}
+	return m.fo.GIDMap
+}
+
+func (m idMapper) Shown(stored uint32, uid bool) uint32 {
+	switch {
+	case uid && m.fo.SquashUID >= 0:
+		return uint32(m.fo.SquashUID)
+	case !uid && m.fo.SquashGID >= 0:
+		return uint32(m.fo.SquashGID)
+	case m.fo.SquashToRoot:
+		return 0
+	}
+	if id, ok := layers.ToShown(m.maps(uid), stored); ok {
+		return id
+	}
+	return overflowID
+}
+
+func (m idMapper) Stored(shown uint32, uid bool) (uint32, bool) {
+	return layers.ToStored(m.maps(uid), shown)
 }
 
 // unsupported refuses what strata reads but does not do yet, naming it.
 func unsupported(fo layers.FuseOverlay) error {
 	var what string
 	switch {
-	case len(fo.UIDMap) > 0:
-		what = "uidmapping"
-	case len(fo.GIDMap) > 0:
-		what = "gidmapping"
-	case fo.SquashToRoot:
-		what = "squash_to_root"
-	case fo.SquashUID >= 0:
-		what = "squash_to_uid"
-	case fo.SquashGID >= 0:
-		what = "squash_to_gid"
 	case fo.XattrPermissions != 0:
 		what = "xattr_permissions"
 	case fo.Context != "" && selinuxRuns():
