@@ -75,8 +75,10 @@ func chartLayout(rep *Report) (*layout, error) {
 	if !have {
 		return nil, ErrNoOverlay
 	}
-	lo = math.Pow(2, math.Floor(math.Log2(lo)))
-	hi = math.Pow(2, math.Ceil(math.Log2(hi)))
+	// Powers of two, at most 1/16 to 64: a bar beyond is cut at the edge
+	// and its label says how far it goes.
+	lo = math.Max(math.Pow(2, math.Floor(math.Log2(lo))), 1.0/16)
+	hi = math.Min(math.Pow(2, math.Ceil(math.Log2(hi))), 64)
 	xOf := func(v float64) float64 {
 		v = math.Min(math.Max(v, lo), hi)
 		return plotLeft + (plotRight-plotLeft)*(math.Log2(v)-math.Log2(lo))/(math.Log2(hi)-math.Log2(lo))
@@ -114,9 +116,9 @@ func chartLayout(rep *Report) (*layout, error) {
 			c, w = "#222222", 1.5
 		}
 		add(shape{x: gx - w/2, y: plotTop - 6, w: w, h: plotBottom - plotTop + 6, color: c})
-		text(gx, plotBottom+16, trimFloat(v), 'm', 11, "#444444")
+		text(gx, plotBottom+16, tickLabel(v), 'm', 11, "#444444")
 	}
-	text((plotLeft+plotRight)/2, plotBottom+36, "× kernel overlayfs (median time)", 'm', 11, "#444444")
+	text((plotLeft+plotRight)/2, plotBottom+36, "median time / kernel overlayfs's", 'm', 11, "#444444")
 
 	for gi, m := range measures {
 		y := plotTop + float64(gi)*groupH
@@ -145,17 +147,21 @@ func chartLayout(rep *Report) (*layout, error) {
 			}
 			add(shape{x: x0, y: by, w: math.Max(x1-x0, 1), h: barH, color: systemColors[s]})
 			if v >= 1 {
-				text(x1+4, by+barH-1, fmt.Sprintf("%.2f", v), 's', 10, "#333333")
+				text(x1+4, by+barH-1, formatRatio(v), 's', 10, "#333333")
 			} else {
-				text(x0-4, by+barH-1, fmt.Sprintf("%.2f", v), 'e', 10, "#333333")
+				text(x0-4, by+barH-1, formatRatio(v), 'e', 10, "#333333")
 			}
 		}
 	}
 	return l, nil
 }
 
-func trimFloat(v float64) string {
-	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.3f", v), "0"), ".")
+// tickLabel writes a power of two: "1/4", "1", "8".
+func tickLabel(v float64) string {
+	if v < 1 {
+		return fmt.Sprintf("1/%.0f", 1/v)
+	}
+	return fmt.Sprintf("%.0f", v)
 }
 
 // WriteSVG writes the chart of rep as SVG.

@@ -276,8 +276,15 @@ func sig3(v float64) string {
 }
 
 func formatRatio(x float64) string {
-	if x == 0 || math.IsInf(x, 0) || math.IsNaN(x) {
+	switch {
+	case x == 0 || math.IsInf(x, 0) || math.IsNaN(x):
 		return "-"
+	case x < 0.01:
+		return "<0.01"
+	case x >= 100:
+		return fmt.Sprintf("%.0f", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f", x)
 	}
 	return fmt.Sprintf("%.2f", x)
 }
