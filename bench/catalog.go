@@ -141,7 +141,7 @@ func ParseWorkloads(list string) ([]*Workload, error) {
 	for _, n := range strings.Split(list, ",") {
 		n = strings.TrimSpace(n)
 		if workloadByName(n) == nil {
-			return nil, fmt.Errorf("%w: unknown workload %q (known: %s)", ErrInput, n, strings.Join(WorkloadNames(), ", "))
+			return nil, inputErrorf("unknown workload %q (known: %s)", n, strings.Join(WorkloadNames(), ", "))
 		}
 		want[n] = true
 	}

@@ -39,7 +39,7 @@ type Options struct {
 // removed, unless an unmount failed: then the error names what is left.
 func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if o.Runs < 1 {
-		return nil, fmt.Errorf("%w: runs must be at least 1, not %d", ErrInput, o.Runs)
+		return nil, inputErrorf("runs must be at least 1, not %d", o.Runs)
 	}
 	if o.Dir == "" {
 		o.Dir = os.TempDir()
@@ -55,7 +55,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	for _, name := range o.Systems {
 		s := systemByName(name)
 		if s == nil {
-			return nil, fmt.Errorf("%w: unknown system %q", ErrInput, name)
+			return nil, inputErrorf("unknown system %q", name)
 		}
 		v, ferr := s.find(&o)
 		res := SystemResult{Name: name, Version: v}
@@ -119,7 +119,7 @@ func groups(ws []*Workload) [][]*Workload {
 func checkSpace(dir string, ws []*Workload, sz Sizes, runs, systems int) error {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("%w: scratch dir: %w", ErrInput, &os.PathError{Op: "statfs", Path: dir, Err: err})
+		return inputErrorf("scratch dir: %w", &os.PathError{Op: "statfs", Path: dir, Err: err})
 	}
 	var need int64
 	for _, w := range ws {
@@ -127,8 +127,8 @@ func checkSpace(dir string, ws []*Workload, sz Sizes, runs, systems int) error {
 	}
 	need += 64 << 20
 	if free := int64(st.Bavail) * st.Bsize; free < need {
-		return fmt.Errorf("%w: scratch dir %s has %s free, the sizes asked need %s (try --quick, or --dir elsewhere)",
-			ErrInput, dir, formatBytes(free), formatBytes(need))
+		return inputErrorf("scratch dir %s has %s free, the sizes asked need %s (try --quick, or --dir elsewhere)",
+			dir, formatBytes(free), formatBytes(need))
 	}
 	return nil
 }

@@ -45,16 +45,16 @@ var DefaultSizes = Sizes{
 
 // QuickSizes are the sizes of `strata bench --quick`.
 var QuickSizes = Sizes{
-	TreeFiles:    5_000,
+	TreeFiles:    3_000,
 	Dirs:         2,
 	DirEntries:   2_000,
-	BigFile:      64 << 20,
-	RandReads:    2_000,
-	SmallFiles:   2_000,
-	TarFiles:     2_000,
-	MetaFiles:    200,
+	BigFile:      32 << 20,
+	RandReads:    1_000,
+	SmallFiles:   1_000,
+	TarFiles:     1_000,
+	MetaFiles:    100,
 	MetaFileSize: 64 << 10,
-	BuildPkgs:    8,
+	BuildPkgs:    3,
 }
 
 // TinySizes are for tests: every workload does a little of everything.

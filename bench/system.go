@@ -17,6 +17,17 @@ import (
 // workload, a scratch directory without room.
 var ErrInput = errors.New("refused input")
 
+// inputError is an error that is an ErrInput, its text its own.
+type inputError struct{ err error }
+
+func (e *inputError) Error() string        { return e.err.Error() }
+func (e *inputError) Unwrap() error        { return e.err }
+func (e *inputError) Is(target error) bool { return target == ErrInput }
+
+func inputErrorf(format string, args ...any) error {
+	return &inputError{err: fmt.Errorf(format, args...)}
+}
+
 // Stack is what a union system mounts: the lower layers, top first, as
 // overlayfs lists them, and an upper and a work directory of its own.
 type Stack struct {
@@ -99,7 +110,7 @@ var systems = []*system{
 	{
 		name:  FuseOverlayfs,
 		union: true,
-		find:  func(*Options) (string, error) { return toolVersion("fuse-overlayfs", "--version") },
+		find:  func(*Options) (string, error) { return toolVersion("fuse-overlayfs", "fuse-overlayfs") },
 		// fuse-overlayfs forks into the background once mounted.
 		mount: func(ctx context.Context, _ *Options, s Stack, mnt string) error {
 			opts := "lowerdir=" + strings.Join(s.Lowers, ":") + ",upperdir=" + s.Upper + ",workdir=" + s.Work
@@ -109,7 +120,7 @@ var systems = []*system{
 	{
 		name:  UnionfsFuse,
 		union: true,
-		find:  func(*Options) (string, error) { return toolVersion("unionfs", "--version") },
+		find:  func(*Options) (string, error) { return toolVersion("unionfs", "unionfs-fuse") },
 		// unionfs-fuse: the writable branch first; cow copies lower files up
 		// on write, as the others do.
 		mount: func(ctx context.Context, _ *Options, s Stack, mnt string) error {
@@ -142,7 +153,7 @@ func ParseSystems(list string) ([]string, error) {
 	for _, n := range strings.Split(list, ",") {
 		n = strings.TrimSpace(n)
 		if systemByName(n) == nil {
-			return nil, fmt.Errorf("%w: unknown system %q (known: %s)", ErrInput, n, strings.Join(SystemNames(), ", "))
+			return nil, inputErrorf("unknown system %q (known: %s)", n, strings.Join(SystemNames(), ", "))
 		}
 		want[n] = true
 	}
@@ -164,16 +175,20 @@ func systemByName(n string) *system {
 	return nil
 }
 
-// toolVersion runs name with args and returns the first line that has a
-// version in it, or the error that says the tool is not here.
-func toolVersion(name string, args ...string) (string, error) {
+// toolVersion runs `name --version` and returns what follows "version" on
+// the line that starts with prefix ("fuse-overlayfs: version 1.10"; the FUSE
+// library has its own lines), or the error that says the tool is not here.
+func toolVersion(name, prefix string) (string, error) {
 	if _, err := lookPath(name); err != nil {
 		return "", fmt.Errorf("%s is not installed", name)
 	}
-	out, _ := exec.Command(name, args...).CombinedOutput() // some print their version and exit non-zero
+	out, _ := exec.Command(name, "--version").CombinedOutput() // some print their version and exit non-zero
 	for _, l := range strings.Split(string(out), "\n") {
-		if i := strings.Index(strings.ToLower(l), "version"); i >= 0 && !strings.Contains(l, "fusermount") && !strings.Contains(l, "FUSE library") {
-			return strings.Trim(strings.TrimSpace(l[i+len("version"):]), ": "), nil
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		if i := strings.Index(l, "version"); i >= 0 {
+			return strings.Trim(l[i+len("version"):], ": "), nil
 		}
 	}
 	return "", nil

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-fs/strata/bench"
 	"github.com/strata-fs/strata/cmd/strata/internal/daemon"
 	"github.com/strata-fs/strata/internal/mounts"
 	"github.com/strata-fs/strata/layers"
@@ -20,7 +21,8 @@ const (
 // ExitCode is the process exit status for err: 0 for nil, 2 for a usage error
 // or input that was refused before anything changed (a bad stack or mount
 // point, an unmount of something that is not a strata mount, a --daemon child
-// that failed before it was ready), 1 for any other failure.
+// that failed before it was ready, a bench without room for its sizes), 1 for
+// any other failure.
 func ExitCode(err error) int {
 	var (
 		usage *usageError
@@ -33,7 +35,8 @@ func ExitCode(err error) int {
 		errors.As(err, &child),
 		errors.Is(err, layers.ErrInvalid),
 		errors.Is(err, mounts.ErrNotMounted),
-		errors.Is(err, mounts.ErrForeign):
+		errors.Is(err, mounts.ErrForeign),
+		errors.Is(err, bench.ErrInput):
 		return exitBadInput
 	}
 	return exitFailure
