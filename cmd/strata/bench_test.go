@@ -2,15 +2,20 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/bench"
+	"github.com/strata-fs/strata/internal/mounts"
 )
 
 func TestBenchRefusesBadInput(t *testing.T) {
@@ -113,4 +118,61 @@ func TestBench(t *testing.T) {
 	if ents, _ := os.ReadDir(scratch); len(ents) != 0 {
 		t.Errorf("left in the scratch dir: %v", ents)
 	}
+}
+
+// TestBenchInterrupted sends SIGINT to a bench while its systems are
+// mounted: it exits 1, with nothing mounted and its scratch data removed.
+func TestBenchInterrupted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	scratch := t.TempDir()
+	c := exec.Command(binary, "bench", "--quick", "--systems", "disk,overlay,strata", "--workloads", "small-files,untar", "--runs", "50", "--dir", scratch)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the strata mount, then interrupt.
+	deadline := time.Now().Add(30 * time.Second)
+	for !mountedUnder(t, scratch) {
+		if time.Now().After(deadline) {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+			t.Fatalf("nothing mounted under %s after 30 s; stderr %q", scratch, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := c.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("got %v, want exit 1; stderr %q", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("stderr %q does not say it was interrupted", stderr.String())
+	}
+	if mountedUnder(t, scratch) {
+		t.Errorf("still mounted under %s", scratch)
+	}
+	if ents, _ := os.ReadDir(scratch); len(ents) != 0 {
+		t.Errorf("left in the scratch dir: %v", ents)
+	}
+}
+
+func mountedUnder(t *testing.T, dir string) bool {
+	t.Helper()
+	ms, err := mounts.Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if strings.HasPrefix(m.Mountpoint, dir+"/") && m.FSType == "fuse.strata" {
+			return true
+		}
+	}
+	return false
 }

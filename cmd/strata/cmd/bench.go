@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -156,6 +157,9 @@ func (o *benchOptions) run(cmd *cobra.Command) (err error) {
 	rep, err := bench.Run(contextOf(cmd), opts)
 	if errors.Is(err, bench.ErrInput) {
 		return usagef(cmd, "%w", err)
+	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("bench: interrupted; what it mounted is unmounted and its scratch data removed: %w", err)
 	}
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
