@@ -133,6 +133,10 @@ func checkSpace(dir string, ws []*Workload, sz Sizes, runs, systems int) error {
 	return nil
 }
 
+// ErrLeftBehind is returned, wrapped, when Run could not take a mount off:
+// the mount and the scratch directory are still there.
+var ErrLeftBehind = errors.New("left mounted")
+
 // runner is the state of one Run.
 type runner struct {
 	o       Options
@@ -271,7 +275,7 @@ func (r *runner) unmountAll() error {
 // something is still mounted in it.
 func (r *runner) cleanup() error {
 	if err := r.unmountAll(); err != nil {
-		return fmt.Errorf("%w; scratch dir %s left in place", err, r.scratch)
+		return fmt.Errorf("%w: %w; scratch dir %s left in place", ErrLeftBehind, err, r.scratch)
 	}
 	r.progress("removing %s", r.scratch)
 	return os.RemoveAll(r.scratch)

@@ -158,7 +158,7 @@ func (o *benchOptions) run(cmd *cobra.Command) (err error) {
 	if errors.Is(err, bench.ErrInput) {
 		return usagef(cmd, "%w", err)
 	}
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) && !errors.Is(err, bench.ErrLeftBehind) {
 		return fmt.Errorf("bench: interrupted; what it mounted is unmounted and its scratch data removed: %w", err)
 	}
 	if err != nil {
