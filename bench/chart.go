@@ -125,11 +125,9 @@ func chartLayout(rep *Report) (*layout, error) {
 		if gi%2 == 1 {
 			add(shape{x: 8, y: y - groupGap/2, w: chartW - 16, h: groupH, color: "#f6f6f6"})
 		}
-		label := m
-		if r := rep.row(m, Overlay); r != nil && r.rate() {
-			label += " (IOPS)"
-		}
-		text(plotLeft-10, y+float64(len(syss)*(barH+barGap))/2+4, label, 'e', 12, "#222222")
+		// A rate is drawn as the time of its operations, like every
+		// other row: no "(IOPS)" here.
+		text(plotLeft-10, y+float64(len(syss)*(barH+barGap))/2+4, m, 'e', 12, "#222222")
 		for si, s := range syss {
 			by := y + float64(si*(barH+barGap))
 			r := rep.row(m, s)

@@ -155,7 +155,7 @@ func TestChartSVG(t *testing.T) {
 	if root != "svg" {
 		t.Errorf("root element %q, want svg", root)
 	}
-	for _, want := range []string{"stat-walk cold", "randread 4K warm (IOPS)", "strata", "fuse-overlayfs", "2.09", "2.00", "failed", "1"} {
+	for _, want := range []string{"stat-walk cold", "randread 4K warm", "strata", "fuse-overlayfs", "2.09", "2.00", "failed", "1"} {
 		if !texts[want] {
 			t.Errorf("no text %q in the chart", want)
 		}

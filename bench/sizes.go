@@ -35,7 +35,7 @@ var DefaultSizes = Sizes{
 	Dirs:         3,
 	DirEntries:   10_000,
 	BigFile:      1 << 30,
-	RandReads:    20_000,
+	RandReads:    10_000,
 	SmallFiles:   20_000,
 	TarFiles:     20_000,
 	MetaFiles:    1_000,
