@@ -51,8 +51,9 @@ Workloads:
 Cold rows drop the kernel's caches before each run (as root); warm rows run once
 untimed first. With all five systems, the default sizes took 20 minutes on a
 busy 2-core machine (the slower FUSE unions take most of it), --quick about a
-minute; --systems and --workloads choose less. Needs root to mount; the scratch data goes under
---dir and is removed at the end, or on Ctrl-C, with everything unmounted.
+minute; --systems and --workloads choose less. Needs root to mount. The scratch
+data goes under --dir and is removed at the end, or on Ctrl-C, with everything
+unmounted.
 
 Exit status: 0 when the report is written; 2 for a usage error, an unknown
 system or workload, or a scratch directory without room, with nothing done;
