@@ -383,3 +383,37 @@ func TestParse(t *testing.T) {
 		t.Errorf("ParseWorkloads(fsck): got %v, want ErrInput", err)
 	}
 }
+
+// TestOtherUnions runs a few workloads on fuse-overlayfs and unionfs-fuse,
+// each skipped with a message when it is not installed.
+func TestOtherUnions(t *testing.T) {
+	requireRoot(t)
+	for _, name := range []string{FuseOverlayfs, UnionfsFuse} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := systemByName(name).find(&Options{}); err != nil {
+				t.Skipf("%s: %v", name, err)
+			}
+			dir := t.TempDir()
+			rep, err := Run(context.Background(), Options{
+				Dir: dir, Systems: []string{name},
+				Workloads: []*Workload{workloadByName("stat-walk"), workloadByName("copy-up"), workloadByName("small-files")},
+				Runs:      1, Sizes: TinySizes,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := rep.Systems[0]; s.Skipped != "" {
+				t.Fatalf("skipped: %s", s.Skipped)
+			}
+			if len(rep.Rows) != 5 {
+				t.Errorf("rows: got %d, want 5", len(rep.Rows))
+			}
+			for _, r := range rep.Rows {
+				if r.Error != "" || len(r.Seconds) != 1 {
+					t.Errorf("%s: %d times, error %q", r.Measure, len(r.Seconds), r.Error)
+				}
+			}
+			checkNothingLeft(t, dir)
+		})
+	}
+}
