@@ -417,3 +417,28 @@ func TestOtherUnions(t *testing.T) {
 		})
 	}
 }
+
+// TestRunSkipsUnmountable reports a system whose mount fails as skipped, with
+// the reason, and measures the others.
+func TestRunSkipsUnmountable(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(t.TempDir(), "strata")
+	script := "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'strata v0-fake'; exit 0; fi\necho 'no /dev/fuse here' >&2\nexit 2\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(context.Background(), Options{
+		Dir: dir, Systems: []string{Disk, Strata}, Workloads: []*Workload{workloadByName("readdir")},
+		Runs: 1, Sizes: TinySizes, StrataBin: fake,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := rep.Systems[1]; !strings.Contains(s.Skipped, "no /dev/fuse here") {
+		t.Errorf("strata: got %+v, want skipped with the mount's message", s)
+	}
+	if len(rep.Rows) != 2 || rep.Rows[0].System != Disk || rep.Rows[0].Error != "" {
+		t.Errorf("rows: got %+v, want the disk's two", rep.Rows)
+	}
+	checkNothingLeft(t, dir)
+}
