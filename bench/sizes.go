@@ -45,13 +45,13 @@ var DefaultSizes = Sizes{
 
 // QuickSizes are the sizes of `strata bench --quick`.
 var QuickSizes = Sizes{
-	TreeFiles:    3_000,
+	TreeFiles:    2_000,
 	Dirs:         2,
 	DirEntries:   2_000,
 	BigFile:      32 << 20,
 	RandReads:    1_000,
-	SmallFiles:   1_000,
-	TarFiles:     1_000,
+	SmallFiles:   600,
+	TarFiles:     600,
 	MetaFiles:    100,
 	MetaFileSize: 64 << 10,
 	BuildPkgs:    3,
