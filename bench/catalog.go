@@ -196,7 +196,7 @@ func (w *Workload) diskBytes(sz Sizes, runs, n int) int64 {
 	return b
 }
 
-// fill writes w's layers under dir: dir/lower-N, bottom first, and returns
+// build writes the layers of f under dir: dir/lower-N, bottom first, and returns
 // them top first, as overlayfs lists them.
 func (f *fixture) build(ctx context.Context, sz Sizes, runs int, dir string) ([]string, error) {
 	var lowers []string
