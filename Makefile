@@ -15,7 +15,8 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 help:
 	@echo "make build   build bin/strata"
 	@echo "make test    go vet, every test (mounts: needs root), -race on the pure packages"
-	@echo "make bench   every benchmark, once (strata next to kernel overlayfs; needs root)"
+	@echo "make bench   every micro-benchmark, once (strata next to kernel overlayfs; needs root)"
+	@echo "             (the side-by-side report of every system: bin/strata bench --quick)"
 	@echo "make lint    gofmt, go vet, and golangci-lint if it is installed"
 	@echo "make demo    build, then show what a union does, step by step (needs root)"
 

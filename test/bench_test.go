@@ -20,11 +20,21 @@ const benchFileSize = 256 << 20
 // sideBySide times op on a strata mount and an overlay mount of two identical
 // stacks made by fill, b.N times each, interleaved.
 func sideBySide(b *testing.B, layers int, fill func(i int, dir string), op func(b *testing.B, mnt string, iter int)) {
+	sideBySideWarm(b, layers, fill, nil, op)
+}
+
+// sideBySideWarm is sideBySide with warm, if not nil, called untimed on each
+// mount first.
+func sideBySideWarm(b *testing.B, layers int, fill func(i int, dir string), warm func(b *testing.B, mnt string), op func(b *testing.B, mnt string, iter int)) {
 	requireRoot(b)
 	st := newStack(b, layers, fill)
 	ov := newStack(b, layers, fill)
 	sm := mountStrata(b, st, whiteout.OCI)
 	om := mountOverlay(b, ov)
+	if warm != nil {
+		warm(b, sm)
+		warm(b, om)
+	}
 	var ts, to time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -166,6 +176,81 @@ func BenchmarkCopyUp(b *testing.B) {
 			b.Fatal(err)
 		}
 		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// fill3 spreads n empty files over three layers, file j in layer j%3.
+func fill3(b *testing.B, n int) func(i int, dir string) {
+	return func(i int, dir string) {
+		for j := i; j < n; j += 3 {
+			writeFile(b, filepath.Join(dir, "d", fmt.Sprintf("f%05d", j)), 0)
+		}
+	}
+}
+
+// BenchmarkGetattr lstats 1000 names spread over three layers that the kernel
+// has looked up already: the getattr path, cached or not.
+func BenchmarkGetattr(b *testing.B) {
+	const n = 1000
+	stat := func(b *testing.B, mnt string) {
+		for j := 0; j < n; j++ {
+			if _, err := os.Lstat(filepath.Join(mnt, "d", fmt.Sprintf("f%05d", j))); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	sideBySideWarm(b, 3, fill3(b, n), stat, func(b *testing.B, mnt string, _ int) { stat(b, mnt) })
+}
+
+// BenchmarkRead makes 1000 reads of 4 KiB at scattered offsets of a 64 MiB
+// lower file, read once before: the warm read path.
+func BenchmarkRead(b *testing.B) {
+	const size = 64 << 20
+	b.SetBytes(1000 * 4096)
+	sideBySideWarm(b, 1, func(i int, dir string) {
+		writeFile(b, filepath.Join(dir, "big"), size)
+	}, func(b *testing.B, mnt string) {
+		if _, err := os.ReadFile(filepath.Join(mnt, "big")); err != nil {
+			b.Fatal(err)
+		}
+	}, func(b *testing.B, mnt string, iter int) {
+		f, err := os.Open(filepath.Join(mnt, "big"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = f.Close() }() // opened for reading; nothing to lose
+		buf := make([]byte, 4096)
+		for j := 0; j < 1000; j++ {
+			off := int64((j*7919+iter*104729)%(size/4096)) * 4096
+			if _, err := f.ReadAt(buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkWrite makes 1000 writes of 4 KiB into a new upper file, buffered:
+// the write path without copy-up.
+func BenchmarkWrite(b *testing.B) {
+	b.SetBytes(1000 * 4096)
+	buf := make([]byte, 4096)
+	sideBySide(b, 1, nil, func(b *testing.B, mnt string, iter int) {
+		path := filepath.Join(mnt, fmt.Sprintf("w%d", iter))
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j := 0; j < 1000; j++ {
+			if _, err := f.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.Remove(path); err != nil {
 			b.Fatal(err)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/bench"
 	"github.com/strata-fs/strata/cmd/strata/internal/daemon"
 	"github.com/strata-fs/strata/internal/mounts"
 	"github.com/strata-fs/strata/layers"
@@ -36,6 +37,7 @@ func TestExitCode(t *testing.T) {
 		{"daemon child", &daemon.ChildError{Msg: "mount: no"}, 2},
 		{"not mounted", fmt.Errorf("umount /x: %w", mounts.ErrNotMounted), 2},
 		{"foreign", fmt.Errorf("umount /x: %w", mounts.ErrForeign), 2},
+		{"bench without room", fmt.Errorf("bench: %w", bench.ErrInput), 2},
 		{"busy", &os.PathError{Op: "umount", Path: "/x", Err: unix.EBUSY}, 1},
 		{"layer unreadable", &layers.Error{Role: "layer", Path: "/x", Err: os.ErrPermission}, 1},
 		{"other", errors.New("boom"), 1},

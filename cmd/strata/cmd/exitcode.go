@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-fs/strata/bench"
 	"github.com/strata-fs/strata/cmd/strata/internal/daemon"
 	"github.com/strata-fs/strata/internal/mounts"
 	"github.com/strata-fs/strata/layers"
@@ -21,8 +22,8 @@ const (
 // or input that was refused before anything changed (a bad stack or mount
 // point, an unmount of something that is not a strata mount, a --daemon child
 // that failed before it was ready, an unknown image, an image that cannot be
-// imported as it is: bad, a digest mismatch, a refused layer entry), 1 for any
-// other failure.
+// imported as it is: bad, a digest mismatch, a refused layer entry, a bench
+// without room for its sizes), 1 for any other failure.
 func ExitCode(err error) int {
 	var (
 		usage *usageError
@@ -39,7 +40,8 @@ func ExitCode(err error) int {
 		errors.Is(err, layers.ErrDigest),
 		errors.Is(err, layers.ErrRefused),
 		errors.Is(err, mounts.ErrNotMounted),
-		errors.Is(err, mounts.ErrForeign):
+		errors.Is(err, mounts.ErrForeign),
+		errors.Is(err, bench.ErrInput):
 		return exitBadInput
 	}
 	return exitFailure

@@ -20,7 +20,8 @@ semantics of the kernel's overlayfs: the top layer wins, deletions are recorded
 as whiteouts, and every change goes to the upper directory.`,
 		Example: `  strata demo
   strata mount --layer base --layer app --upper up --work wk /mnt/merged
-  strata umount /mnt/merged`,
+  strata umount /mnt/merged
+  strata bench --quick`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -34,7 +35,7 @@ as whiteouts, and every change goes to the upper directory.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{cmd: c, err: err}
 	})
-	root.AddCommand(NewCmdMount(), NewCmdUmount(), NewCmdDemo(), NewCmdOverlay(version), NewCmdImage(), NewCmdCommit())
+	root.AddCommand(NewCmdMount(), NewCmdUmount(), NewCmdDemo(), NewCmdOverlay(version), NewCmdImage(), NewCmdCommit(), NewCmdBench())
 	return root
 }
 

@@ -1,0 +1,366 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options say what Run measures, and where.
+type Options struct {
+	// Dir is where the scratch directory is made (os.TempDir if empty). It
+	// must exist and have room for the sizes asked.
+	Dir string
+	// Systems are names from SystemNames; Workloads from Workloads.
+	Systems   []string
+	Workloads []*Workload
+	// Runs is the number of timed calls of each measurement per system.
+	Runs  int
+	Sizes Sizes
+	// Quick is recorded in the report: Sizes are QuickSizes.
+	Quick bool
+	// StrataBin is the strata executable that mounts the strata system.
+	StrataBin string
+	// Progress, if not nil, is told what runs now, a line at a time.
+	Progress func(line string)
+}
+
+// Run builds the fixtures, mounts the systems, times every measurement and
+// returns the report. Systems that cannot be used here are in the report as
+// skipped, with the reason. It returns an error wrapping ErrInput, before
+// anything is written, for a scratch directory without room. Whatever way it
+// returns, nothing it mounted is left mounted, and its scratch directory is
+// removed, unless an unmount failed: then the error names what is left.
+func Run(ctx context.Context, o Options) (rep *Report, err error) {
+	if o.Runs < 1 {
+		return nil, inputErrorf("runs must be at least 1, not %d", o.Runs)
+	}
+	if o.Dir == "" {
+		o.Dir = os.TempDir()
+	}
+	rep = &Report{
+		Date:  time.Now().UTC().Truncate(time.Second),
+		Host:  host(),
+		Quick: o.Quick,
+		Runs:  o.Runs,
+		Sizes: o.Sizes,
+	}
+	r := &runner{o: o, rep: rep}
+	for _, name := range o.Systems {
+		s := systemByName(name)
+		if s == nil {
+			return nil, inputErrorf("unknown system %q", name)
+		}
+		v, ferr := s.find(&o)
+		res := SystemResult{Name: name, Version: v}
+		if ferr != nil {
+			res.Skipped = ferr.Error()
+		} else {
+			r.active = append(r.active, s)
+		}
+		rep.Systems = append(rep.Systems, res)
+	}
+	var ws []*Workload
+	for _, w := range o.Workloads {
+		if why := w.available(); why != "" {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s skipped: %s", w.Name, why))
+			continue
+		}
+		ws = append(ws, w)
+	}
+	if err := checkSpace(o.Dir, ws, o.Sizes, o.Runs, len(r.active)); err != nil {
+		return nil, err
+	}
+	if r.scratch, err = os.MkdirTemp(o.Dir, "strata-bench-"); err != nil {
+		return nil, fmt.Errorf("scratch dir: %w", err)
+	}
+	defer func() { err = errors.Join(err, r.cleanup()) }()
+
+	r.canDrop = os.Geteuid() == 0
+	if !r.canDrop {
+		rep.Notes = append(rep.Notes, "not root: cold rows ran with warm caches")
+	}
+	for _, g := range groups(ws) {
+		for _, m := range g {
+			r.total += len(m.measures)
+		}
+	}
+	for _, g := range groups(ws) {
+		if err := r.group(ctx, g); err != nil {
+			return nil, err
+		}
+	}
+	rep.Summarize()
+	return rep, nil
+}
+
+// groups splits ws into runs of workloads over the same fixture, which are
+// built and mounted once for all of them.
+func groups(ws []*Workload) [][]*Workload {
+	var gs [][]*Workload
+	for i, w := range ws {
+		if i > 0 && ws[i-1].fixture == w.fixture {
+			gs[len(gs)-1] = append(gs[len(gs)-1], w)
+			continue
+		}
+		gs = append(gs, []*Workload{w})
+	}
+	return gs
+}
+
+// checkSpace refuses a scratch directory on a file system without room for
+// the workload that needs the most.
+func checkSpace(dir string, ws []*Workload, sz Sizes, runs, systems int) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return inputErrorf("scratch dir: %w", &os.PathError{Op: "statfs", Path: dir, Err: err})
+	}
+	var need int64
+	for _, w := range ws {
+		need = max(need, w.diskBytes(sz, runs, systems))
+	}
+	need += 64 << 20
+	if free := int64(st.Bavail) * st.Bsize; free < need {
+		return inputErrorf("scratch dir %s has %s free, the sizes asked need %s (try --quick, or --dir elsewhere)",
+			dir, formatBytes(free), formatBytes(need))
+	}
+	return nil
+}
+
+// ErrLeftBehind is returned, wrapped, when Run could not take a mount off:
+// the mount and the scratch directory are still there.
+var ErrLeftBehind = errors.New("left mounted")
+
+// runner is the state of one Run.
+type runner struct {
+	o       Options
+	rep     *Report
+	active  []*system // found, and not (yet) failed to mount
+	scratch string
+	canDrop bool
+	// mounted are the mount points mounted now, to take off on the way
+	// out.
+	mounted []string
+	done    int // measurements finished, for the progress line
+	total   int
+}
+
+// mount is one system set up over one fixture.
+type mount struct {
+	sys *system
+	dir string // the root the workloads work in
+}
+
+func (r *runner) progress(format string, args ...any) {
+	if r.o.Progress != nil {
+		r.o.Progress(fmt.Sprintf(format, args...))
+	}
+}
+
+// group builds the fixture of ws, mounts every system over it, runs the
+// measurements of ws, and takes it all down again.
+func (r *runner) group(ctx context.Context, ws []*Workload) (err error) {
+	fx := ws[0].fixture
+	gdir := filepath.Join(r.scratch, fx.name)
+	if err := os.Mkdir(gdir, 0o755); err != nil {
+		return err
+	}
+	r.progress("building the %s fixture", fx.name)
+	lowers, err := fx.build(ctx, r.o.Sizes, r.o.Runs, gdir)
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if w.prepare != nil {
+			if err := w.prepare(r.o.Sizes, r.scratch); err != nil {
+				return fmt.Errorf("prepare %s: %w", w.Name, err)
+			}
+		}
+	}
+	var ms []mount
+	defer func() {
+		err = errors.Join(err, r.unmountAll())
+		if err == nil {
+			r.progress("removing the %s fixture", fx.name)
+			err = os.RemoveAll(gdir)
+		}
+	}()
+	for _, s := range r.active {
+		r.progress("mounting %s over the %s fixture", s.name, fx.name)
+		m, merr := r.mount(ctx, s, fx, lowers, filepath.Join(gdir, s.name))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if merr != nil {
+			r.skip(s, merr)
+			continue
+		}
+		ms = append(ms, m)
+	}
+	for _, w := range ws {
+		for _, m := range w.measures {
+			if err := r.measure(ctx, w, m, ms); err != nil {
+				return err
+			}
+			r.done++
+		}
+	}
+	return nil
+}
+
+// mount sets s up in dir over lowers.
+func (r *runner) mount(ctx context.Context, s *system, fx *fixture, lowers []string, dir string) (mount, error) {
+	st := Stack{Lowers: lowers, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")}
+	for _, d := range []string{dir, st.Upper, st.Work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return mount{}, err
+		}
+	}
+	if !s.union {
+		return mount{sys: s, dir: st.Upper}, fx.flatten(ctx, r.o.Sizes, r.o.Runs, st.Upper)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		return mount{}, err
+	}
+	// Registered before the mount: an interrupted mount command may have
+	// mounted all the same.
+	r.mounted = append(r.mounted, mnt)
+	if err := s.mount(ctx, &r.o, st, mnt); err != nil {
+		return mount{}, err
+	}
+	return mount{sys: s, dir: mnt}, nil
+}
+
+// skip takes s out of the run for the reason err.
+func (r *runner) skip(s *system, err error) {
+	for i := range r.rep.Systems {
+		if r.rep.Systems[i].Name == s.name {
+			r.rep.Systems[i].Skipped = err.Error()
+		}
+	}
+	for i, a := range r.active {
+		if a == s {
+			r.active = append(r.active[:i:i], r.active[i+1:]...)
+			break
+		}
+	}
+}
+
+// unmountAll takes off everything mounted, lazily if it must.
+func (r *runner) unmountAll() error {
+	var errs []error
+	for i := len(r.mounted) - 1; i >= 0; i-- {
+		mnt := r.mounted[i]
+		detached, err := unmount(mnt)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+			continue // stays listed: cleanup must not remove what is under it
+		case detached:
+			r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("%s was busy; detached lazily", mnt))
+		}
+		r.mounted = append(r.mounted[:i], r.mounted[i+1:]...)
+	}
+	return errors.Join(errs...)
+}
+
+// cleanup unmounts what is left and removes the scratch directory, unless
+// something is still mounted in it.
+func (r *runner) cleanup() error {
+	if err := r.unmountAll(); err != nil {
+		return fmt.Errorf("%w: %w; scratch dir %s left in place", ErrLeftBehind, err, r.scratch)
+	}
+	r.progress("removing %s", r.scratch)
+	return os.RemoveAll(r.scratch)
+}
+
+// measure times m on every mount, Runs times each, visiting the mounts in
+// turn in an order that rotates from run to run.
+func (r *runner) measure(ctx context.Context, w *Workload, m measure, ms []mount) error {
+	rows := make([]Row, len(ms))
+	for i, mt := range ms {
+		rows[i] = Row{Measure: m.name, Workload: w.Name, System: mt.sys.name, Unit: "s"}
+		if m.rate != "" {
+			rows[i].Unit = m.rate
+		}
+	}
+	env := func(i, run int) Env {
+		return Env{Dir: ms[i].dir, Scratch: r.scratch, Run: run, Sizes: r.o.Sizes}
+	}
+	if m.warm {
+		warmup := m.warmup
+		if warmup == nil {
+			warmup = m.op
+		}
+		for i := range ms {
+			r.progress("[%d/%d] %s · %s · warming up", r.done+1, r.total, m.name, ms[i].sys.name)
+			if _, err := warmup(ctx, env(i, r.o.Runs)); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				rows[i].Error = err.Error()
+			}
+			if m.after != nil {
+				_ = m.after(ctx, env(i, r.o.Runs)) // the warm-up's leftovers; the timed runs report errors
+			}
+		}
+	}
+	for run := range r.o.Runs {
+		for k := range ms {
+			i := (k + run) % len(ms)
+			if rows[i].Error != "" {
+				continue
+			}
+			r.progress("[%d/%d] %s · %s · run %d/%d", r.done+1, r.total, m.name, ms[i].sys.name, run+1, r.o.Runs)
+			if m.cold && r.canDrop {
+				if err := dropCaches(); err != nil {
+					r.canDrop = false
+					r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("cold rows ran with warm caches: %v", err))
+				}
+			}
+			e := env(i, run)
+			t0 := time.Now()
+			work, err := m.op(ctx, e)
+			d := time.Since(t0)
+			if err == nil && m.after != nil {
+				err = m.after(ctx, e)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				rows[i].Error = err.Error()
+				continue
+			}
+			rows[i].Seconds = append(rows[i].Seconds, d.Seconds())
+			rows[i].Ops = work.Ops
+		}
+	}
+	r.rep.Rows = append(r.rep.Rows, rows...)
+	return nil
+}
+
+// dropCaches writes back dirty data, then drops the page cache, dentries and
+// inodes (proc(5), /proc/sys/vm/drop_caches): the next access reads the disk,
+// and a FUSE daemon is asked again.
+func dropCaches() error {
+	unix.Sync()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
+}
+
+// host describes this machine.
+func host() Host {
+	h := Host{Kernel: "Linux " + kernelRelease(), CPUs: runtime.NumCPU()}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		h.Memory = uint64(si.Totalram) * uint64(si.Unit)
+	}
+	return h
+}
