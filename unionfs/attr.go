@@ -27,24 +27,27 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err := n.copyUp(cp); err != nil {
 		return toErrno(err)
 	}
-	rel := n.rel()
-	if n.isOrphan() {
-		// Unlinked but open: change the file through the caller's descriptor.
-		fh, ok := asFile(f)
-		if !ok {
-			return syscall.ESTALE
-		}
+	// Through the caller's descriptor when it has one on the upper file
+	// (fchmod, futimens, ftruncate...): fewer calls than by name, and the
+	// only way to a file unlinked while open.
+	if fh, ok := asFile(f); ok {
 		errno := fh.use(func(fd int, lower bool) syscall.Errno {
 			if lower {
 				return syscall.ESTALE
 			}
 			return n.setattrFd(fd, in)
 		})
-		if errno != 0 {
-			return errno
+		if errno != syscall.ESTALE {
+			if errno != 0 {
+				return errno
+			}
+			return n.fstat(fh, false, out)
 		}
-		return n.fstat(fh, false, out)
 	}
+	if n.isOrphan() {
+		return syscall.ESTALE
+	}
+	rel := n.rel()
 	dir, name := beneath.Split(rel)
 	dfd, err := beneath.OpenDir(n.u.layers[upperLayer].root, dir)
 	if err != nil {

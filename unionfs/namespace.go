@@ -76,7 +76,7 @@ func (n *node) make(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	replaces := idx.whiteouts[name]
 	n.mu.Unlock()
 	opaque := replaces && mode&syscall.S_IFMT == syscall.S_IFDIR
-	if _, err := n.u.upper.Make(n.rel(), name, uid, gid, opaque, create); err != nil {
+	if _, err := n.u.upper.Make(n.rel(), name, uid, gid, opaque, replaces, create); err != nil {
 		return nil, err
 	}
 	return n.added(ctx, name, replaces, out)
@@ -217,7 +217,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	n.mu.Lock()
 	replaces := idx.whiteouts[name]
 	n.mu.Unlock()
-	_, err = n.u.upper.Make(n.rel(), name, -1, -1, false, func(dirfd int, nm string) error {
+	_, err = n.u.upper.Make(n.rel(), name, -1, -1, false, replaces, func(dirfd int, nm string) error {
 		return unix.Linkat(tdfd, tname, dirfd, nm, tflags)
 	})
 	if err != nil {
