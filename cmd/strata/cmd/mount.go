@@ -112,6 +112,12 @@ func (o *mountOptions) config(cmd *cobra.Command, mountpoint string) (unionfs.Co
 	if err != nil {
 		return unionfs.Config{}, "", usagef(cmd, "--whiteout: %w", err)
 	}
+	return resolve(s, mountpoint, unionfs.Config{Whiteout: format, Options: extra, Debug: o.debug})
+}
+
+// resolve checks the stack s and the mount point against it, and fills cfg's
+// directories with the resolved paths.
+func resolve(s layers.Stack, mountpoint string, cfg unionfs.Config) (unionfs.Config, string, error) {
 	r, err := s.Resolve()
 	if err != nil {
 		return unionfs.Config{}, "", err
@@ -120,15 +126,8 @@ func (o *mountOptions) config(cmd *cobra.Command, mountpoint string) (unionfs.Co
 	if err != nil {
 		return unionfs.Config{}, "", err
 	}
-	return unionfs.Config{
-		Lowers:   r.Lowers,
-		Upper:    r.Upper,
-		Work:     r.Work,
-		Whiteout: format,
-		Volatile: r.Volatile,
-		Options:  extra,
-		Debug:    o.debug,
-	}, mnt, nil
+	cfg.Lowers, cfg.Upper, cfg.Work, cfg.Volatile = r.Lowers, r.Upper, r.Work, r.Volatile
+	return cfg, mnt, nil
 }
 
 func (o *mountOptions) run(cmd *cobra.Command, mountpoint string) error {

@@ -80,24 +80,12 @@ func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, erro
 	if len(fo.Lowers) == 0 {
 		return unionfs.Config{}, "", fmt.Errorf("no lowerdir: %w", layers.ErrBadOption)
 	}
-	r, err := fo.Stack.Resolve()
-	if err != nil {
-		return unionfs.Config{}, "", err
-	}
-	mnt, err := layers.CheckMountpoint(mountpoint, r)
-	if err != nil {
-		return unionfs.Config{}, "", err
-	}
-	return unionfs.Config{
-		Lowers:   r.Lowers,
-		Upper:    r.Upper,
-		Work:     r.Work,
+	return resolve(fo.Stack, mountpoint, unionfs.Config{
 		Whiteout: whiteout.Overlay,
-		Volatile: r.Volatile,
 		Options:  fo.Options,
 		IDs:      mapperOf(fo),
 		Debug:    o.debug,
-	}, mnt, nil
+	})
 }
 
 // idMapper is fuse-overlayfs's id mapping and squashing, for unionfs.
