@@ -15,6 +15,10 @@ const cpuPeriod = 100000
 // minQuota is the smallest CFS quota the kernel takes, in microseconds.
 const minQuota = 1000
 
+// MinMemory is the smallest memory limit Create takes, Docker's: below it a
+// process is killed before it has started.
+const MinMemory = 6 << 20
+
 // quota is the CFS quota, in microseconds per cpuPeriod, for cpus CPUs.
 func quota(cpus float64) int64 { return int64(math.Round(cpus * cpuPeriod)) }
 
@@ -23,6 +27,8 @@ func (l Limits) check() error {
 	switch {
 	case l.Memory < 0:
 		return fmt.Errorf("memory limit %d: %w: negative", l.Memory, ErrInvalid)
+	case l.Memory > 0 && l.Memory < MinMemory:
+		return fmt.Errorf("memory limit %d bytes: %w: the smallest is %dMiB", l.Memory, ErrInvalid, MinMemory>>20)
 	case l.Pids < 0:
 		return fmt.Errorf("pids limit %d: %w: negative", l.Pids, ErrInvalid)
 	case l.CPUs < 0 || math.IsNaN(l.CPUs) || math.IsInf(l.CPUs, 0):

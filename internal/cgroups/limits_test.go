@@ -55,12 +55,12 @@ func TestParseCPUs(t *testing.T) {
 }
 
 func TestLimitsCheck(t *testing.T) {
-	for _, l := range []Limits{{Memory: -1}, {Pids: -1}, {CPUs: -0.5}, {CPUs: 0.001}} {
+	for _, l := range []Limits{{Memory: -1}, {Memory: 64}, {Memory: MinMemory - 1}, {Pids: -1}, {CPUs: -0.5}, {CPUs: 0.001}} {
 		if err := l.check(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%+v: got %v, want ErrInvalid", l, err)
 		}
 	}
-	if err := (Limits{Memory: 1 << 20, CPUs: 0.01, Pids: 1}).check(); err != nil {
+	if err := (Limits{Memory: MinMemory, CPUs: 0.01, Pids: 1}).check(); err != nil {
 		t.Error(err)
 	}
 	if got := quota(0.5); got != 50000 {

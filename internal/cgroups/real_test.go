@@ -283,6 +283,42 @@ func TestRealAdd(t *testing.T) {
 	})
 }
 
+// TestRealWrites reads back what Create wrote.
+func TestRealWrites(t *testing.T) {
+	forEachHost(t, func(t *testing.T, h *Host) {
+		for _, ctl := range []string{"memory", "cpu", "pids"} {
+			need(t, h, ctl)
+		}
+		cg := newCgroup(t, h, Limits{Memory: 64 << 20, CPUs: 1.5, Pids: 64})
+		var want map[string]string
+		switch c := cg.(type) {
+		case *v1Cgroup:
+			want = map[string]string{
+				filepath.Join(c.dirs["memory"], "memory.limit_in_bytes"): "67108864",
+				filepath.Join(c.dirs["cpu"], "cpu.cfs_quota_us"):         "150000",
+				filepath.Join(c.dirs["cpu"], "cpu.cfs_period_us"):        "100000",
+				filepath.Join(c.dirs["pids"], "pids.max"):                "64",
+			}
+			if memsw := filepath.Join(c.dirs["memory"], "memory.memsw.limit_in_bytes"); exists(c.dirs["memory"], "memory.memsw.limit_in_bytes") {
+				want[memsw] = "67108864"
+			} else {
+				t.Log("no swap accounting: no memory.memsw.limit_in_bytes")
+			}
+		case *v2Cgroup:
+			want = map[string]string{
+				filepath.Join(c.dir, "memory.max"): "67108864",
+				filepath.Join(c.dir, "cpu.max"):    "150000 100000",
+				filepath.Join(c.dir, "pids.max"):   "64",
+			}
+		}
+		for path, w := range want {
+			if got := strings.TrimSpace(read(t, path)); got != w {
+				t.Errorf("%s: got %q, want %q", path, got, w)
+			}
+		}
+	})
+}
+
 func TestRealMemoryOOM(t *testing.T) {
 	forEachHost(t, func(t *testing.T, h *Host) {
 		need(t, h, "memory")

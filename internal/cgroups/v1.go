@@ -1,6 +1,7 @@
 package cgroups
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // v1Controllers are the v1 controllers a container's cgroup is made in: the
@@ -79,7 +82,14 @@ func (h *Host) createV1(name string, l Limits) (_ Cgroup, err error) {
 		c.dirs[ctl] = made[root]
 	}
 	if h.Unified != "" {
-		if c.unified, err = h.mkdirCgroup(h.Unified, name, nil); err != nil {
+		// The unified directory holds no limit; it only lets Destroy
+		// use cgroup.kill. Where the unified hierarchy is not writable
+		// (mounted read-only into a container), Destroy does without.
+		c.unified, err = h.mkdirCgroup(h.Unified, name, nil)
+		if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			c.unified, err = "", nil
+		}
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -242,7 +242,7 @@ func TestV2Rollback(t *testing.T) {
 		}
 		return nil
 	}
-	_, err := h.Create("web", Limits{Memory: 1 << 20, Pids: 10})
+	_, err := h.Create("web", Limits{Memory: 8 << 20, Pids: 10})
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "pids.max") {
 		t.Fatalf("got %v, want a failure naming pids.max", err)
 	}
