@@ -276,14 +276,12 @@ func (h *Host) mkdirCgroup(root, name string, prepare func(parent string) error)
 			return "", err
 		}
 		if prepare != nil {
-			if err := prepare(parent); err != nil && !(errors.Is(err, fs.ErrNotExist) && try < 3) {
-				return "", err
-			} else if err != nil {
-				continue
-			}
+			err = prepare(parent)
 		}
 		dir := filepath.Join(parent, name)
-		err = h.doMkdir(dir)
+		if err == nil {
+			err = h.doMkdir(dir)
+		}
 		switch {
 		case err == nil:
 			return dir, nil

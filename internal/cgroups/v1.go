@@ -14,8 +14,9 @@ import (
 )
 
 // v1Controllers are the v1 controllers a container's cgroup is made in: the
-// three strata limits with. Other hierarchies (cpuset, devices, freezer...)
-// are left alone: their processes stay in strata's own cgroups there.
+// three that strata limits with. Other hierarchies (cpuset, devices,
+// freezer...) are left alone: the container stays in strata's own cgroups
+// there.
 var v1Controllers = []string{"memory", "cpu", "pids"}
 
 // v1Cgroup is a container's cgroup on a v1 or hybrid host: a directory in
