@@ -278,6 +278,32 @@ func TestRun(t *testing.T) {
 	checkNothingLeft(t, dir)
 }
 
+// TestRunBudget runs with a budget every run exceeds: one run of each
+// measurement on each system, the chained warm row as many as its cold one,
+// and the report says so.
+func TestRunBudget(t *testing.T) {
+	dir := t.TempDir()
+	rep, err := Run(context.Background(), Options{
+		Dir: dir, Systems: []string{Disk}, Workloads: []*Workload{workloadByName("stat-walk"), workloadByName("readdir")},
+		Runs: 3, Budget: time.Nanosecond, Sizes: TinySizes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 4 {
+		t.Errorf("rows: got %d, want 4", len(rep.Rows))
+	}
+	for _, r := range rep.Rows {
+		if r.Error != "" || len(r.Seconds) != 1 {
+			t.Errorf("%s: %d runs, error %q; want 1 run", r.Measure, len(r.Seconds), r.Error)
+		}
+	}
+	if rep.Runs != 3 || rep.Budget != 1e-9 || rep.Elapsed <= 0 {
+		t.Errorf("report: runs %d, budget %g, elapsed %g", rep.Runs, rep.Budget, rep.Elapsed)
+	}
+	checkNothingLeft(t, dir)
+}
+
 func checkNothingLeft(t *testing.T, dir string) {
 	t.Helper()
 	if ms := mountsUnder(t, dir); len(ms) > 0 {

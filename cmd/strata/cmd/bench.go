@@ -71,7 +71,7 @@ system or workload, or a scratch directory without room, with nothing done;
 	f.BoolVar(&o.quick, "quick", false, "small sizes: the whole run in under a minute")
 	f.StringVar(&o.systems, "systems", "all", "comma-separated `LIST` of systems to measure")
 	f.StringVar(&o.workloads, "workloads", "all", "comma-separated `LIST` of workloads to run")
-	f.IntVar(&o.runs, "runs", 3, "`N` timed runs of each measurement on each system (--quick: 2)")
+	f.IntVar(&o.runs, "runs", 3, "`N` timed runs of each measurement on each system (default: up to 3, fewer once they take 1s; --quick: 2)")
 	f.StringVar(&o.jsonPath, "json", "", "also write the report as JSON to `FILE`")
 	f.StringVar(&o.chartPath, "chart", "", "also draw ratios to kernel overlayfs in `FILE`: .svg or .png")
 	f.StringVar(&o.dir, "dir", "", "make the scratch dir in `DIR` (default: $TMPDIR or /tmp)")
@@ -134,6 +134,9 @@ func (o *benchOptions) options(cmd *cobra.Command) (bench.Options, error) {
 		if !cmd.Flags().Changed("runs") {
 			opts.Runs = quickRuns
 		}
+	}
+	if !cmd.Flags().Changed("runs") {
+		opts.Budget = bench.DefaultBudget // --runs N asks for N runs, however long
 	}
 	return opts, nil
 }
