@@ -5,7 +5,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X main.version=$(VERSION)
 
 # Packages with no FUSE server in them: cheap to run under the race detector.
-PURE := ./whiteout/... ./layers/... ./internal/mounts/... ./internal/depcheck/... ./internal/beneath/...
+PURE := ./whiteout/... ./layers/... ./internal/mounts/... ./internal/depcheck/... ./internal/beneath/... \
+        ./internal/cgroups/... ./internal/fusedev/...
 
 # sudo, unless we are root already.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
