@@ -301,4 +301,3 @@ func layerOf(files map[string]fileEntry) (v1.Layer, error) {
 	}
 	return l, nil
 }
-

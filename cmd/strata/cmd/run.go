@@ -222,5 +222,3 @@ func exitOf(code int, oom bool) error {
 	}
 	return &exitStatus{code: code, oom: oom}
 }
-
-
