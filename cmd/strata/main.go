@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/strata-fs/strata/cmd/strata/cmd"
+	_ "github.com/strata-fs/strata/internal/nsenter" // strata exec: joins namespaces before the Go runtime starts
 	"github.com/strata-fs/strata/internal/sandbox"
 )
 

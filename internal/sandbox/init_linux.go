@@ -23,7 +23,7 @@ func init() {
 }
 
 // IsInit reports whether this process is an init stage that Start started.
-func IsInit() bool { return len(os.Args) > 0 && os.Args[0] == InitArg }
+func IsInit() bool { return len(os.Args) > 0 && (os.Args[0] == InitArg || os.Args[0] == ExecArg) }
 
 // Init runs the init stage and never returns: it becomes the container's
 // command, or exits after writing its error to the parent.
@@ -33,8 +33,8 @@ func Init() {
 	unix.CloseOnExec(errorFD)
 	errPipe := os.NewFile(errorFD, "error")
 	spec, err := readSpec()
-	if err == nil {
-		err = setup(spec)
+	if err == nil && os.Args[0] == InitArg {
+		err = setup(spec) // an exec joins namespaces set up already
 	}
 	if err == nil {
 		err = run(spec, errPipe)

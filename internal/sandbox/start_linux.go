@@ -10,16 +10,24 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/nsenter"
 )
 
-// InitArg is argv[0] of the init stage. A program that calls Start must call
-// Init first thing when os.Args[0] is InitArg (IsInit).
-const InitArg = "strata-init"
+// InitArg is argv[0] of the init stage of Start, ExecArg of Exec's. A
+// program that calls Start or Exec must call Init first thing when os.Args[0]
+// is one of them (IsInit).
+const (
+	InitArg = "strata-init"
+	ExecArg = "strata-exec"
+)
 
-// The init stage's descriptors: the first two of cmd.ExtraFiles.
+// The init stage's descriptors: the first of cmd.ExtraFiles. nsenter's
+// constructor writes its errors to errorFD too.
 const (
 	specFD  = 3
 	errorFD = 4
+	syncFD  = 5
 )
 
 // StartOptions are the parent's side of Start.
@@ -46,7 +54,62 @@ type Process struct {
 // and returns once the command of spec runs (execve succeeded), or with the
 // error that kept it from running: a *StartError when the init stage failed
 // (the child has then exited and been reaped).
-func Start(spec *Spec, opts StartOptions) (_ *Process, err error) {
+func Start(spec *Spec, opts StartOptions) (*Process, error) {
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
+	if !spec.NetHost {
+		flags |= unix.CLONE_NEWNET
+	}
+	cmd := &exec.Cmd{
+		Path: "/proc/self/exe", // the host's binary, never one on the mount
+		Args: []string{InitArg},
+		Env:  []string{}, // the spec carries the command's environment
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: flags,
+			// The container cannot outlive its supervisor: without it
+			// the union it runs on is gone.
+			Pdeathsig:   syscall.SIGKILL,
+			UseCgroupFD: opts.UseCgroupFD,
+			CgroupFD:    opts.CgroupFD,
+		},
+	}
+	return start(cmd, spec, opts, nil)
+}
+
+// Exec runs spec's command in the namespaces of the running process pid (the
+// first process of a container) with package nsenter's constructor, which
+// this binary must link. The process Exec returns is the constructor's
+// parent, outside the pid namespace: its exit status is the command's, and it
+// forwards the signals it gets to the command. opts.Join puts it in the
+// container's cgroup before it joins anything.
+func Exec(spec *Spec, pid int, opts StartOptions) (*Process, error) {
+	if !nsenter.Available {
+		return nil, errors.New("exec: this strata was built without cgo, which joining a mount namespace needs")
+	}
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: sync pipe: %w", err)
+	}
+	defer func() { _ = syncW.Close() }() // written once, or failing
+	cmd := &exec.Cmd{
+		Path: "/proc/self/exe",
+		Args: []string{ExecArg},
+		Env: []string{
+			fmt.Sprintf("%s=%d", nsenter.EnvPid, pid),
+			fmt.Sprintf("%s=%d", nsenter.EnvSync, syncFD),
+		},
+	}
+	return start(cmd, spec, opts, func() error {
+		if _, err := syncW.Write([]byte{0}); err != nil {
+			return fmt.Errorf("sandbox: go ahead: %w", err)
+		}
+		return nil
+	}, syncR)
+}
+
+// start starts cmd, the init stage, and speaks its side of the pipes. goAhead,
+// if not nil, is called once the child is in its cgroup (Exec's sync byte),
+// and extra are more descriptors for the child, from 5 on.
+func start(cmd *exec.Cmd, spec *Spec, opts StartOptions, goAhead func() error, extra ...*os.File) (_ *Process, err error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
 	}
@@ -66,42 +129,29 @@ func Start(spec *Spec, opts StartOptions) (_ *Process, err error) {
 	}
 	defer func() { _ = errR.Close() }() // read to its end, or failing
 
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
-	if !spec.NetHost {
-		flags |= unix.CLONE_NEWNET
-	}
-	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe", // the host's binary, never one on the mount
-		Args:       []string{InitArg},
-		Env:        []string{}, // the spec carries the command's environment
-		Stdin:      opts.Stdin,
-		Stdout:     opts.Stdout,
-		Stderr:     opts.Stderr,
-		ExtraFiles: []*os.File{specR, errW},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: flags,
-			// The container cannot outlive its supervisor: without it
-			// the union it runs on is gone.
-			Pdeathsig:   syscall.SIGKILL,
-			UseCgroupFD: opts.UseCgroupFD,
-			CgroupFD:    opts.CgroupFD,
-		},
-	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
+	cmd.ExtraFiles = append([]*os.File{specR, errW}, extra...)
 	err = cmd.Start()
-	_ = specR.Close() // the child's copies are the ones that count now
-	_ = errW.Close()
+	for _, f := range append([]*os.File{specR, errW}, extra...) {
+		_ = f.Close() // the child's copies are the ones that count now
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: start init: %w", err)
 	}
 	p := &Process{cmd: cmd, Pid: cmd.Process.Pid}
 	defer func() {
 		if err != nil {
-			_ = cmd.Process.Kill() // it may be waiting on the spec pipe
+			_ = cmd.Process.Kill() // it may be waiting on a pipe
 			_ = cmd.Wait()         // reap; err says what went wrong
 		}
 	}()
 	if opts.Join != nil {
 		if err := opts.Join(p.Pid); err != nil {
+			return nil, err
+		}
+	}
+	if goAhead != nil {
+		if err := goAhead(); err != nil {
 			return nil, err
 		}
 	}
