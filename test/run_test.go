@@ -517,3 +517,33 @@ func TestRunLayers(t *testing.T) {
 		t.Errorf("--layer run: %q; want /hello, no /data", out)
 	}
 }
+
+func TestRunSignalsAndUser(t *testing.T) {
+	e := newRunEnv(t)
+	// SIGTERM to strata reaches the command, whose exit code is strata's.
+	c := exec.Command(e.bin, "run", "--rm", "app", "sh", "-c", `trap 'exit 9' TERM; echo ready; while :; do sleep 0.1; done`)
+	c.Env = append(os.Environ(), "STRATA_ROOT="+e.root)
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := out.Read(buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("read: %q, %v", buf, err)
+	}
+	if err := c.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var exit *exec.ExitError
+	if err := c.Wait(); !errors.As(err, &exit) || exit.ExitCode() != 9 {
+		t.Errorf("after SIGTERM: %v; want exit 9", err)
+	}
+	// -u names from the image's /etc/passwd, -w made if missing, -e.
+	got := e.must("run", "--rm", "-u", "nobody", "-w", "/tmp/wd", "-e", "GREETING=hi", "app", "sh", "-c", `id -u; pwd; echo $GREETING`)
+	if got != "65534\n/tmp/wd\nhi\n" {
+		t.Errorf("-u nobody -w /tmp/wd -e: %q", got)
+	}
+}
