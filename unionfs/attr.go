@@ -229,6 +229,9 @@ var _ = (fs.NodeGetxattrer)((*node)(nil))
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if n.u.ownXattr(attr) {
+		if attr == StackXattr && n.isRoot() {
+			return n.u.getStackXattr(dest)
+		}
 		return 0, syscall.ENODATA
 	}
 	m, err := n.loadXattrs()

@@ -43,6 +43,13 @@ type Config struct {
 	// Logger receives diagnostics (passthrough refused, and the like); nil
 	// means the standard logger.
 	Logger *log.Logger
+	// Trace receives every decision the union makes (trace.go); nil traces
+	// nothing, at no cost.
+	Trace Tracer
+	// Names label the lowers, top first as Lowers, in traces and in the
+	// mount's StackXattr: a short diff_id for an image layer, say. A
+	// missing or empty one is the directory's base name.
+	Names []string
 }
 
 // Server is a mounted union.
@@ -72,7 +79,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	if logger == nil {
 		logger = log.Default()
 	}
-	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled()}
+	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled(), tracer: cfg.Trace}
 	defer func() {
 		if err != nil {
 			u.close()
@@ -104,6 +111,10 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	}
 	u.ids.init(devs)
 	u.ids.mapper = cfg.IDs
+	u.names = layerNames(cfg)
+	if u.stack, err = stackInfo(cfg, u.names, u.upper).marshal(); err != nil {
+		return nil, err
+	}
 
 	top := 1
 	if u.upper != nil {

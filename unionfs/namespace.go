@@ -79,6 +79,9 @@ func (n *node) make(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	if _, err := n.u.upper.Make(n.rel(), name, uid, gid, opaque, replaces, create); err != nil {
 		return nil, err
 	}
+	if opaque && n.u.tracer != nil {
+		n.u.tracer.Trace(Event{Op: OpOpaque, Path: tracePath(beneath.Join(n.rel(), name)), Format: n.u.opaqueFormat()})
+	}
 	return n.added(ctx, name, replaces, out)
 }
 
@@ -346,6 +349,13 @@ func (n *node) remove(name string, e *entry, dir bool) error {
 	}
 	if err != nil {
 		return err
+	}
+	if n.u.tracer != nil {
+		if needWhiteout {
+			n.u.tracer.Trace(Event{Op: OpWhiteout, Path: tracePath(crel), Format: n.u.whiteoutFormat(name)})
+		} else {
+			n.u.tracer.Trace(Event{Op: OpRemove, Path: tracePath(crel)})
+		}
 	}
 	if gone != nil {
 		n.u.ids.forget(unix.Mkdev(gone.Dev_major, gone.Dev_minor), gone.Ino)

@@ -171,11 +171,17 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	n.mu.Unlock()
 	if !ok {
+		if n.u.tracer != nil {
+			n.u.traceMissing(n, idx, name)
+		}
 		return nil, syscall.ENOENT
 	}
 	var st unix.Statx_t
 	if err := n.u.statx(ec.layer, beneath.Join(n.rel(), name), &st); err != nil {
 		return nil, toErrno(err)
+	}
+	if n.u.tracer != nil {
+		n.u.traceFound(n.rel(), name, &ec)
 	}
 	return n.newChild(ctx, name, &ec, &st, out), 0
 }

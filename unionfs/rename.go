@@ -164,6 +164,9 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 	if replaced != nil {
 		n.u.ids.forget(unix.Mkdev(replaced.Dev_major, replaced.Dev_minor), replaced.Ino)
 	}
+	if n.u.tracer != nil {
+		n.u.traceRename(srcRel, dstRel, &se, srcMoved, exchange, srcBelow, dstBelow)
+	}
 
 	// The indexes: both names now live in the upper.
 	moved := func(e entry, below bool) *entry {

@@ -402,9 +402,9 @@ func TestRealPids(t *testing.T) {
 		if len(pids) > limit {
 			t.Errorf("%d processes in the cgroup, limit %d", len(pids), limit)
 		}
-		dir := h.Unified
-		if h.Mode() != V2 {
-			dir = cg.(*v1Cgroup).dirs["pids"]
+		var dir string
+		if v1, ok := cg.(*v1Cgroup); ok {
+			dir = v1.dirs["pids"]
 		} else {
 			dir = cg.(*v2Cgroup).dir
 		}
@@ -456,7 +456,7 @@ func TestRealCPU(t *testing.T) {
 		if share < 0.02 {
 			t.Errorf("got %.2f CPUs: the loop hardly ran", share)
 		}
-		dir := ""
+		var dir string
 		if v1, ok := cg.(*v1Cgroup); ok {
 			dir = v1.dirs["cpu"]
 		} else {

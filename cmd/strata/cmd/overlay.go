@@ -17,6 +17,7 @@ type overlayOptions struct {
 	options    []string // -o, each a comma-separated list
 	foreground bool     // -f
 	debug      bool     // -d, --debug
+	trace      traceOptions
 }
 
 // NewCmdOverlay returns `strata overlay`, fuse-overlayfs's command line, for
@@ -54,7 +55,7 @@ read but not supported yet: it is refused.`,
 		Args:         usageArgs(cobra.ExactArgs(1)),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return serveUnion(cmd, !o.foreground, func() (unionfs.Config, string, error) {
+			return serveUnion(cmd, !o.foreground, &o.trace, func() (unionfs.Config, string, error) {
 				return o.config(args[0])
 			})
 		},
@@ -64,6 +65,7 @@ read but not supported yet: it is refused.`,
 	f.StringArrayVarP(&o.options, "options", "o", nil, "mount `OPTIONS`: lowerdir=, upperdir=, workdir=, volatile, ...")
 	f.BoolVarP(&o.foreground, "foreground", "f", false, "serve in the foreground")
 	f.BoolVarP(&o.debug, "debug", "d", false, "log every FUSE request (to stderr, with -f)")
+	o.trace.addFlags(f)
 	return cmd
 }
 
