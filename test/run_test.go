@@ -49,7 +49,7 @@ func strataBinary(t *testing.T) string {
 		buildBin = filepath.Join(dir, "strata")
 		out, err := exec.Command("go", "build", "-o", buildBin, "../cmd/strata").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -189,7 +189,7 @@ func treeSum(t *testing.T, dir string) string {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "%s %v\n", strings.TrimPrefix(p, dir), fi.Mode())
+		_, _ = fmt.Fprintf(h, "%s %v\n", strings.TrimPrefix(p, dir), fi.Mode()) // a hash does not fail
 		if fi.Mode().IsRegular() {
 			b, err := os.ReadFile(p)
 			if err != nil {

@@ -76,7 +76,7 @@ func TestRunInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }() // read-only
 	res, err := Run(context.Background(), s, Options{
 		Name: "c", Image: "bb", Hostname: "inproc", AutoRemove: true, Stdout: w,
 		Args: []string{"sh", "-c", "echo $$ $(hostname) $(cat /data/a); exit 9"},

@@ -148,7 +148,7 @@ func isStatic(p string) bool {
 	if err != nil {
 		return false
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	for _, ph := range f.Progs {
 		if ph.Type == elf.PT_INTERP {
 			return false
@@ -215,7 +215,7 @@ func elfDeps(p string) ([]string, error) {
 	if err != nil {
 		return nil, nil // a script: nothing to follow
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	var out []string
 	for _, ph := range f.Progs {
 		if ph.Type == elf.PT_INTERP {

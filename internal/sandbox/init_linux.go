@@ -212,7 +212,7 @@ func loopbackUp() error {
 	if err != nil {
 		return &os.SyscallError{Syscall: "socket", Err: err}
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // a socket for two ioctls
 	ifr, err := unix.NewIfreq("lo")
 	if err != nil {
 		return fmt.Errorf("loopback: %w", err)

@@ -207,12 +207,12 @@ func pivotRoot(rootfs string) error {
 	if err != nil {
 		return &os.PathError{Op: "open", Path: "/", Err: err}
 	}
-	defer unix.Close(oldroot)
+	defer func() { _ = unix.Close(oldroot) }() // read-only
 	newroot, err := unix.Open(rootfs, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: rootfs, Err: err}
 	}
-	defer unix.Close(newroot)
+	defer func() { _ = unix.Close(newroot) }() // read-only
 	// Stand in the new root, so that "." names it.
 	if err := unix.Fchdir(newroot); err != nil {
 		return &os.PathError{Op: "fchdir", Path: rootfs, Err: err}

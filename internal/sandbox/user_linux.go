@@ -132,7 +132,7 @@ func readDB(path string) ([][]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	var rows [][]string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
