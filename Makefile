@@ -19,7 +19,8 @@ help:
 	@echo "make bench   every micro-benchmark, once (strata next to kernel overlayfs; needs root)"
 	@echo "             (the side-by-side report of every system: bin/strata bench --quick)"
 	@echo "make lint    gofmt, go vet, and golangci-lint if it is installed"
-	@echo "make demo    build, then show what a union does, step by step (needs root)"
+	@echo "make demo    build, then run a container on an image built from this host, and"
+	@echo "             show what a union does, step by step (needs root; no download)"
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/strata ./cmd/strata
@@ -51,6 +52,7 @@ lint:
 	fi
 
 demo: build
+	$(SUDO) ./bin/strata demo run
 	$(SUDO) ./bin/strata demo
 
 clean:

@@ -23,6 +23,9 @@ var forbidden = map[string][]string{
 	module + "/cow": {module + "/unionfs"},
 	// layers returns descriptions; mounting them is unionfs's business.
 	module + "/layers": {module + "/unionfs", "github.com/hanwen/go-fuse/v2"},
+	// sandbox is the init stage: it runs in the container, before and
+	// without any union or store.
+	module + "/internal/sandbox": {module + "/unionfs", module + "/layers", module + "/internal/container", "github.com/hanwen/go-fuse/v2"},
 	// bench measures strata from outside, as one more command that mounts:
 	// it runs the strata executable and serves no FUSE mount itself.
 	module + "/bench": {module + "/unionfs", module + "/cow", module + "/layers", "github.com/hanwen/go-fuse/v2"},
