@@ -244,7 +244,7 @@ func (k kernelCalls) notify(code int32, payload []byte, name string) fuse.Status
 	if name != "" {
 		iov = append(iov, append([]byte(name), 0))
 	}
-	if err := k.dev.Writev(iov); err != nil {
+	if err := k.dev.Write(iov...); err != nil {
 		return fuse.Status(toErrno(err))
 	}
 	return fuse.OK

@@ -31,7 +31,8 @@ var forbidden = map[string][]string{
 	module + "/bench": {module + "/unionfs", module + "/cow", module + "/layers", "github.com/hanwen/go-fuse/v2"},
 	// fusedev is the raw edge to /dev/fuse: go-fuse parses what it reads.
 	module + "/internal/fusedev": {"github.com/hanwen/go-fuse/v2", module + "/unionfs", module + "/layers"},
-	// cgroups drives the kernel's cgroup files and nothing of strata's.
+	// cgroups drives the kernel's cgroup files; of strata it reads only the
+	// mount table (internal/mounts).
 	module + "/internal/cgroups": {module + "/unionfs", module + "/layers", module + "/cow", module + "/whiteout", "github.com/hanwen/go-fuse/v2"},
 }
 

@@ -266,12 +266,12 @@ func (d *Dev) Read(buf []byte) (int, error) {
 	}
 }
 
-// Write writes one answer, or one notification. ENOENT means the kernel no
-// longer waits for this answer (the request was interrupted): not an error
-// anyone can act on.
-func (d *Dev) Write(b []byte) error {
+// Write writes one answer, or one notification, made of one or more pieces.
+// ENOENT means the kernel no longer waits for this answer (the request was
+// interrupted): not an error anyone can act on.
+func (d *Dev) Write(pieces ...[]byte) error {
 	for {
-		_, err := unix.Write(d.fd, b)
+		_, err := unix.Writev(d.fd, pieces)
 		switch {
 		case err == nil, errors.Is(err, unix.ENOENT):
 			return nil
@@ -279,21 +279,6 @@ func (d *Dev) Write(b []byte) error {
 			continue
 		default:
 			return os.NewSyscallError("write /dev/fuse", err)
-		}
-	}
-}
-
-// Writev writes one answer or notification made of several pieces.
-func (d *Dev) Writev(iov [][]byte) error {
-	for {
-		_, err := unix.Writev(d.fd, iov)
-		switch {
-		case err == nil, errors.Is(err, unix.ENOENT):
-			return nil
-		case errors.Is(err, unix.EINTR):
-			continue
-		default:
-			return os.NewSyscallError("writev /dev/fuse", err)
 		}
 	}
 }

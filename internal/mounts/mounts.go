@@ -36,6 +36,9 @@ type Mount struct {
 	FSType string
 	// Source is the mount source ("strata", "/dev/sda1", "tmpfs").
 	Source string
+	// SuperOptions are the file system's own options ("rw,memory" names the
+	// controllers of a cgroup v1 hierarchy).
+	SuperOptions string
 }
 
 // ErrNotMounted is returned for a path where nothing is mounted.
@@ -88,7 +91,7 @@ func parseLine(line string) (Mount, error) {
 	if err != nil {
 		return Mount{}, fmt.Errorf("parent id %q: %w", f[1], err)
 	}
-	return Mount{
+	m := Mount{
 		ID:         id,
 		Parent:     parent,
 		Root:       unescape(f[3]),
@@ -96,7 +99,11 @@ func parseLine(line string) (Mount, error) {
 		Options:    f[5],
 		FSType:     unescape(f[sep+1]),
 		Source:     unescape(f[sep+2]),
-	}, nil
+	}
+	if len(f) > sep+3 {
+		m.SuperOptions = f[sep+3]
+	}
+	return m, nil
 }
 
 // unescape undoes the kernel's octal escapes (\040 for a space, \011, \012,
