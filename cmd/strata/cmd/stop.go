@@ -30,19 +30,9 @@ its union and removed its cgroup. Its upper stays, for 'strata commit' or
 			if timeout < 0 {
 				return usagef(cmd, "--time %d: want 0 or more seconds", timeout)
 			}
-			var errs []error
-			for _, name := range args {
-				c, err := container.Open(store.root, name)
-				if err == nil {
-					err = c.Stop(time.Duration(timeout) * time.Second)
-				}
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				_, _ = fmt.Fprintln(cmd.OutOrStdout(), name)
-			}
-			return errors.Join(errs...)
+			return eachContainer(cmd, store.root, args, func(c *container.Container) error {
+				return c.Stop(time.Duration(timeout) * time.Second)
+			})
 		},
 	}
 	store.addFlags(cmd)
@@ -67,25 +57,35 @@ and removes the cgroup it left.`,
 		Args:         usageArgs(cobra.MinimumNArgs(1)),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var errs []error
-			for _, name := range args {
-				c, err := container.Open(store.root, name)
-				if err == nil && force {
-					err = c.Stop(0)
+			return eachContainer(cmd, store.root, args, func(c *container.Container) error {
+				if force {
+					if err := c.Stop(0); err != nil {
+						return err
+					}
 				}
-				if err == nil {
-					err = c.Remove()
-				}
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				_, _ = fmt.Fprintln(cmd.OutOrStdout(), name)
-			}
-			return errors.Join(errs...)
+				return c.Remove()
+			})
 		},
 	}
 	store.addFlags(cmd)
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running container first")
 	return cmd
+}
+
+// eachContainer calls fn on each named container and prints the names it
+// succeeded on, as docker does; it goes on past failures and returns them all.
+func eachContainer(cmd *cobra.Command, root string, names []string, fn func(*container.Container) error) error {
+	var errs []error
+	for _, name := range names {
+		c, err := container.Open(root, name)
+		if err == nil {
+			err = fn(c)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		_, _ = fmt.Fprintln(cmd.OutOrStdout(), name)
+	}
+	return errors.Join(errs...)
 }
