@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/strata-fs/strata/internal/mounts"
 )
 
 // Mode is how a host lays out its cgroups.
@@ -192,59 +194,25 @@ func pickMount(ms []cgroupMount, path string, match func(cgroupMount) bool) (cgr
 //	34 30 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
 //
 // The fields after "-" are the type, the source and the super options, which
-// for cgroup v1 name the hierarchy's controllers. (internal/mounts parses the
-// same table but keeps no super options.)
+// for cgroup v1 name the hierarchy's controllers.
 func parseCgroupMounts(r io.Reader) ([]cgroupMount, error) {
+	all, err := mounts.Parse(r)
+	if err != nil {
+		return nil, err
+	}
 	var ms []cgroupMount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || len(f) < sep+4 {
-			return nil, fmt.Errorf("mountinfo: malformed line %q", sc.Text())
-		}
-		fstype := f[sep+1]
-		if fstype != "cgroup" && fstype != "cgroup2" {
+	for _, mi := range all {
+		if mi.FSType != "cgroup" && mi.FSType != "cgroup2" {
 			continue
 		}
-		m := cgroupMount{root: unescape(f[3]), mountpoint: unescape(f[4]), v2: fstype == "cgroup2", options: map[string]bool{}}
-		for _, o := range strings.Split(f[sep+3], ",") {
+		m := cgroupMount{root: mi.Root, mountpoint: mi.Mountpoint, v2: mi.FSType == "cgroup2", options: map[string]bool{}}
+		for _, o := range strings.Split(mi.SuperOptions, ",") {
 			m.options[o] = true
 		}
 		ms = append(ms, m)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
-	}
 	return ms, nil
 }
-
-// unescape undoes the kernel's octal escapes (\040 for a space) in a
-// mountinfo field.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return '0' <= c && c <= '7' }
 
 // Create makes the cgroup name under the strata parent, in every hierarchy it
 // needs, and sets the limits l. A limit whose controller the host lacks is an
