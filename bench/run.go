@@ -30,9 +30,9 @@ type Options struct {
 	// Budget, if not 0, ends the runs of a measurement on a system once
 	// they add up to Budget, with the untimed work that comes with each
 	// (dropping the caches, cleaning up): a measurement that takes a
-	// second is timed once, one of 50ms Runs times. The time of a long run varies less
-	// from run to run, and its repeats are most of the time of a run of
-	// the bench.
+	// second is timed once, one of 50ms Runs times. A long run varies
+	// less from run to run, relative to its time, and repeating the long
+	// ones was most of the time of a run of the bench.
 	Budget time.Duration
 	Sizes  Sizes
 	// Quick is recorded in the report: Sizes are QuickSizes.
