@@ -57,14 +57,29 @@ func treeFile(k int) (string, int64) {
 }
 
 // TreeBytes is the sum of the sizes of the files of the merged tree.
-func TreeBytes(sz Sizes) int64 {
+func TreeBytes(sz Sizes) int64 { return treeBytes(sz.TreeFiles) }
+
+// treeBytes is the sum of the sizes of the first files files of the tree.
+func treeBytes(files int) int64 {
 	var n int64
-	for k := range sz.TreeFiles {
+	for k := range files {
 		_, s := treeFile(k)
 		n += s
 	}
 	return n
 }
+
+// tarTops is the number of top directories of the tree that tar archives:
+// enough for TarFiles files, as many as untar unpacks. Tar's time is so
+// much per file, and every file of the tree is like the others; the whole
+// tree, read twice (once to warm the caches), was a quarter of a default run.
+func tarTops(sz Sizes) int {
+	perTop := treePerTop * treePerLeaf
+	return min(treeTops(sz.TreeFiles), max(1, (sz.TarFiles+perTop-1)/perTop))
+}
+
+// tarTreeFiles is the number of files in the top directories tar archives.
+func tarTreeFiles(sz Sizes) int { return min(sz.TreeFiles, tarTops(sz)*treePerTop*treePerLeaf) }
 
 var treeFixture = &fixture{
 	name:     "tree",
