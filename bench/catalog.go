@@ -76,7 +76,7 @@ var Workloads = []*Workload{
 	},
 	{
 		Name: "tar", Doc: "archive 20k files of the merged tree to nowhere, reading every file",
-		weight: 12,
+		weight:  12,
 		fixture: treeFixture, measures: []measure{{name: "tar", warm: true, op: Tar}},
 	},
 	{
