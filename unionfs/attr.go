@@ -58,6 +58,11 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		name = "."
 	}
 
+	if n.u.statOverride != "" {
+		if in, err = n.setattrOverride(in, -1, dfd, name); err != nil {
+			return toErrno(err)
+		}
+	}
 	if u, g, ok, err := n.u.ownerOf(in); err != nil {
 		return toErrno(err)
 	} else if ok {
@@ -103,12 +108,19 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	n.u.overrideAt(&out.Attr, upperLayer, rel)
 	n.fixAttr(&out.Attr)
 	return 0
 }
 
 // setattrFd applies in to an upper file reachable only through fd.
 func (n *node) setattrFd(fd int, in *fuse.SetAttrIn) syscall.Errno {
+	if n.u.statOverride != "" {
+		var err error
+		if in, err = n.setattrOverride(in, fd, -1, ""); err != nil {
+			return toErrno(err)
+		}
+	}
 	if u, g, ok, err := n.u.ownerOf(in); err != nil {
 		return toErrno(err)
 	} else if ok {
