@@ -19,6 +19,17 @@ var _ = (fs.NodeSetattrer)((*node)(nil))
 // upper copy: owner first, since chown clears set-id bits, then mode, size and
 // times, so that an explicit mtime is not clobbered by the truncation.
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	errno := n.setattr(f, in, out)
+	if errno == 0 {
+		// The answer is as good as a GETATTR's. go-fuse leaves its timeout
+		// at 0, and the kernel then asks again at the next stat or
+		// permission check: a GETATTR for every file tar extracts.
+		out.SetTimeout(cacheTimeout)
+	}
+	return errno
+}
+
+func (n *node) setattr(f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	size, hasSize := in.GetSize()
 	cp := int64(-1)
 	if hasSize {

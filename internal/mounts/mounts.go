@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/fusedev"
 )
 
 // Mount is one line of /proc/self/mountinfo (proc(5)).
@@ -151,16 +153,7 @@ func Lookup(path string) (Mount, bool, error) {
 
 // unmount is umount2(2), retried on EINTR.
 func unmount(path string, flags int) error {
-	for {
-		err := unix.Unmount(path, flags)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return &os.PathError{Op: "umount", Path: path, Err: err}
-		}
-		return nil
-	}
+	return fusedev.Unmount(path, flags)
 }
 
 // Result tells how Unmount removed a mount.
