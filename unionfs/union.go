@@ -38,6 +38,10 @@ type union struct {
 	// have one.
 	selinux bool
 
+	// statOverride names the xattr that holds the owner and mode files show
+	// (Config.StatOverride, statoverride.go); "" turns that off.
+	statOverride string
+
 	// tracer receives the union's decisions (trace.go); nil traces nothing.
 	tracer Tracer
 	// names label the layers in traces, by index (Config.Names).
@@ -57,7 +61,8 @@ func (u *union) readOnly() bool { return u.upper == nil }
 // from the merged tree.
 func (u *union) ownXattr(name string) bool {
 	privileged := u.upper == nil || u.upper.Privileged
-	return name == StackXattr || whiteout.IsOwnXattr(name, privileged)
+	return name == StackXattr || whiteout.IsOwnXattr(name, privileged) ||
+		(u.statOverride != "" && name == u.statOverride)
 }
 
 // statx reads the attributes of rel in layer l without following a final
