@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -55,7 +56,7 @@ read but not supported yet: it is refused.`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return serveUnion(cmd, !o.foreground, func() (unionfs.Config, string, error) {
-				return o.config(args[0])
+				return o.config(args[0], cmd.ErrOrStderr())
 			})
 		},
 	}
@@ -69,7 +70,7 @@ read but not supported yet: it is refused.`,
 
 // config reads fuse-overlayfs's options into a union configuration, its paths
 // resolved and checked, and the mount point checked against it.
-func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, error) {
+func (o *overlayOptions) config(mountpoint string, stderr io.Writer) (unionfs.Config, string, error) {
 	fo, err := layers.ParseFuseOverlay(strings.Join(o.options, ","))
 	if err != nil {
 		return unionfs.Config{}, "", err
@@ -85,7 +86,7 @@ func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, erro
 		Options:  fo.Options,
 		IDs:      mapperOf(fo),
 		Debug:    o.debug,
-	})
+	}, stderr)
 }
 
 // idMapper is fuse-overlayfs's id mapping and squashing, for unionfs.
