@@ -128,6 +128,16 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 	// RENAME_NOREPLACE was checked against the merged view above; in the upper
 	// the target may still be a whiteout, which the entry must replace.
 	flags &^= unix.RENAME_NOREPLACE
+	if !exchange && srcBelow {
+		// The old name's whiteout must exist the moment the entry leaves
+		// it: written after the rename, a crash in between would show the
+		// lower entry again beside the moved one.
+		wflags, err := n.u.upper.WhiteoutFirst(n.rel(), name)
+		if err != nil {
+			return err
+		}
+		flags |= uint32(wflags)
+	}
 	if err := n.u.renameUpper(n.rel(), name, np.rel(), newName, flags); err != nil {
 		if !(errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST)) || !dexists || de.mode != syscall.S_IFDIR {
 			return err
@@ -265,7 +275,14 @@ func (u *union) renameUpper(oldDir, oldName, newDir, newName string, flags uint3
 		return err
 	}
 	defer unix.Close(nfd)
-	if err := unix.Renameat2(ofd, oldName, nfd, newName, uint(flags)); err != nil {
+	err = unix.Renameat2(ofd, oldName, nfd, newName, uint(flags))
+	if (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) && flags&unix.RENAME_WHITEOUT != 0 {
+		// A filesystem without RENAME_WHITEOUT, or no CAP_MKNOD on an old
+		// kernel: the whiteout comes after the rename (cow.Upper.Whiteout),
+		// a moment later.
+		err = unix.Renameat2(ofd, oldName, nfd, newName, uint(flags&^unix.RENAME_WHITEOUT))
+	}
+	if err != nil {
 		return &fsError{op: "renameat2", layer: upperLayer, rel: beneath.Join(oldDir, oldName), err: err}
 	}
 	return nil
