@@ -365,8 +365,9 @@ func TestMountOverDeadMount(t *testing.T) {
 	if err := fg.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = fg.wait()     // killed; its status is known
-	var stx unix.Statx_t // past the kernel's attribute cache, which still answers
+	_, _ = fg.wait() // killed; its status is known
+	// Past the kernel's attribute cache, which still answers.
+	var stx unix.Statx_t
 	if err := unix.Statx(unix.AT_FDCWD, mnt, unix.AT_STATX_FORCE_SYNC, unix.STATX_TYPE, &stx); !errors.Is(err, unix.ENOTCONN) {
 		t.Fatalf("statx of the dead mount: %v, want ENOTCONN", err)
 	}
