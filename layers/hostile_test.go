@@ -80,7 +80,7 @@ type hostileCase struct {
 	check          func(t *testing.T, layer string)
 }
 
-func hostileCorpus(t *testing.T) []hostileCase {
+func hostileCorpus(t testing.TB) []hostileCase {
 	t.Helper()
 	dev := func(name string, typ byte, major, minor int64) tarEntry {
 		return tarEntry{Header: tar.Header{Typeflag: typ, Name: name, Mode: 0o666, Devmajor: major, Devminor: minor}}
