@@ -39,7 +39,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return toErrno(n.rename(name, np, newName, flags))
 }
 
-func (n *node) rename(name string, np *node, newName string, flags uint32) error {
+func (n *node) rename(name string, np *node, newName string, flags uint32) (rerr error) {
 	se, sidx, err := n.lookupEntry(name)
 	if err != nil {
 		return err
@@ -119,6 +119,18 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 			replaced = &st
 		}
 	}
+	renamed := false // the upper rename is done: the replaced inode is gone
+	if replaced != nil {
+		// Before the rename frees it: see identities.forget.
+		dev := unix.Mkdev(replaced.Dev_major, replaced.Dev_minor)
+		if id, ok := n.u.ids.forget(dev, replaced.Ino); ok {
+			defer func() {
+				if rerr != nil && !renamed {
+					n.u.ids.remember(dev, replaced.Ino, id) // still there after all
+				}
+			}()
+		}
+	}
 	if destWhiteout && !dexists && se.mode == syscall.S_IFDIR {
 		// rename(2) cannot put a directory over the whiteout's device node.
 		if err := n.u.upper.RemoveWhiteout(np.rel(), newName); err != nil {
@@ -138,7 +150,9 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 		}
 		flags |= uint32(wflags)
 	}
-	if err := n.u.renameUpper(n.rel(), name, np.rel(), newName, flags); err != nil {
+	err = n.u.renameUpper(n.rel(), name, np.rel(), newName, flags)
+	renamed = err == nil
+	if err != nil {
 		if !(errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST)) || !dexists || de.mode != syscall.S_IFDIR {
 			return err
 		}
@@ -154,6 +168,7 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 		if err := n.u.renameUpper(n.rel(), name, np.rel(), newName, unix.RENAME_EXCHANGE); err != nil {
 			return err
 		}
+		renamed = true
 		if !srcBelow {
 			if err := n.u.upper.RemoveAll(srcRel); err != nil {
 				return err
@@ -170,9 +185,6 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 		if err := n.u.upper.RemoveWhiteout(np.rel(), newName); err != nil {
 			return err
 		}
-	}
-	if replaced != nil {
-		n.u.ids.forget(unix.Mkdev(replaced.Dev_major, replaced.Dev_minor), replaced.Ino)
 	}
 
 	// The indexes: both names now live in the upper.
