@@ -5,7 +5,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X main.version=$(VERSION)
 
 # Packages with no FUSE server in them: cheap to run under the race detector.
-PURE := ./whiteout/... ./layers/... ./internal/mounts/... ./internal/depcheck/... ./internal/beneath/...
+PURE := ./whiteout/... ./layers/... ./internal/mounts/... ./internal/depcheck/... ./internal/beneath/... \
+        ./internal/cgroups/... ./internal/fusedev/...
 
 # sudo, unless we are root already.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -20,7 +21,8 @@ help:
 	@echo "make bench   every micro-benchmark, once (strata next to kernel overlayfs; needs root)"
 	@echo "             (the side-by-side report of every system: bin/strata bench --quick)"
 	@echo "make lint    gofmt, go vet, and golangci-lint if it is installed"
-	@echo "make demo    build, then show what a union does, step by step (needs root)"
+	@echo "make demo    build, then run a container on an image built from this host, and"
+	@echo "             show what a union does, step by step (needs root; no download)"
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/strata ./cmd/strata
@@ -76,6 +78,7 @@ lint:
 	fi
 
 demo: build
+	$(SUDO) ./bin/strata demo run
 	$(SUDO) ./bin/strata demo
 
 clean:

@@ -36,10 +36,51 @@ const (
 	fallbackBuf = 1 << 20
 )
 
+// Method is how a copy-up moved a regular file's data.
+type Method int
+
+const (
+	// NoData: nothing to move (not a regular file, an empty one or one of
+	// holes only, or a copy about to be truncated to nothing).
+	NoData Method = iota
+	// Reflink: the copy shares the lower file's blocks (FICLONE).
+	Reflink
+	// CopyFileRange: the kernel copied the data (copy_file_range(2)).
+	CopyFileRange
+	// ReadWrite: strata read and wrote it through a buffer, where the
+	// kernel could not copy (across file systems of different types).
+	ReadWrite
+)
+
+func (m Method) String() string {
+	switch m {
+	case NoData:
+		return "no data"
+	case Reflink:
+		return "reflink"
+	case CopyFileRange:
+		return "copy_file_range"
+	case ReadWrite:
+		return "read-write"
+	}
+	return fmt.Sprintf("Method(%d)", int(m))
+}
+
+// Result is what a copy-up made: the stat of the new upper entry, and how its
+// data got there (which traces report).
+type Result struct {
+	unix.Stat_t
+	// Method is how a regular file's data was copied.
+	Method Method
+	// Bytes is how many bytes of data were asked for (holes included).
+	Bytes int64
+}
+
 // CopyUp copies src to rel in the upper: data (holes kept, copy_file_range or a
 // reflink), mode, owner, atime/mtime and xattrs. A directory is copied without its
 // entries. The parent of rel must exist in the upper already; an existing entry at
-// rel is an error (EEXIST). It returns the stat of the new upper entry.
+// rel is an error (EEXIST). It returns the stat of the new upper entry and how
+// its data was copied.
 //
 // The copy is built in the work directory and renamed into place: on any error,
 // or a crash, the upper holds no part of it. Errors name rel ("copy-up a/b: ...").
@@ -48,7 +89,7 @@ const (
 // the kernel allows it. readlink(2) has no such flag, so copying a symlink up
 // may update the lower symlink's atime, as kernel overlayfs does. Hard links are
 // not kept: each name of a lower inode copies up to an inode of its own.
-func (u *Upper) CopyUp(src Source, rel string, opt Options) (st unix.Stat_t, err error) {
+func (u *Upper) CopyUp(src Source, rel string, opt Options) (st Result, err error) {
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("copy-up %s: %w", rel, err)
@@ -100,7 +141,7 @@ func (u *Upper) CopyUp(src Source, rel string, opt Options) (st unix.Stat_t, err
 			_ = removeAt(u.work, tmp) // the staged copy, if any; err says what went wrong
 		}
 	}()
-	if err := u.stage(sdir, sname, src.Rel, &sst, tmp, opt); err != nil {
+	if err := u.stage(sdir, sname, src.Rel, &sst, tmp, opt, &st); err != nil {
 		return st, err
 	}
 	// A copy-up changes nothing the union shows, so the parent keeps its times,
@@ -116,7 +157,7 @@ func (u *Upper) CopyUp(src Source, rel string, opt Options) (st unix.Stat_t, err
 		_ = unix.UtimesNanoAt(ddir, ".", ts, 0) // cosmetic; the copy-up itself succeeded
 	}
 	// Stat after the rename: it changes the entry's ctime.
-	if err := unix.Fstatat(ddir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(ddir, name, &st.Stat_t, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return st, &os.PathError{Op: "fstatat", Path: rel, Err: err}
 	}
 	return st, nil
@@ -143,7 +184,9 @@ func checkName(op, rel, name string) error {
 //     did in the lower;
 //   - the times last, since every step above may change them;
 //   - then fsync, so that the name never points at data still in flight.
-func (u *Upper) stage(sdir int, sname, srel string, sst *unix.Stat_t, tmp string, opt Options) (err error) {
+//
+// It notes in res how the data was copied.
+func (u *Upper) stage(sdir int, sname, srel string, sst *unix.Stat_t, tmp string, opt Options, res *Result) (err error) {
 	out := -1 // the regular file's descriptor, open until fsync
 	defer func() {
 		if out >= 0 {
@@ -155,7 +198,7 @@ func (u *Upper) stage(sdir int, sname, srel string, sst *unix.Stat_t, tmp string
 	typ := sst.Mode & unix.S_IFMT
 	switch typ {
 	case unix.S_IFREG:
-		if out, err = u.copyFile(sdir, sname, srel, sst, tmp, opt); err != nil {
+		if out, err = u.copyFile(sdir, sname, srel, sst, tmp, opt, res); err != nil {
 			return err
 		}
 	case unix.S_IFDIR:
@@ -220,8 +263,9 @@ func readlinkat(dirfd int, name, rel string) (string, error) {
 }
 
 // copyFile creates work/tmp (mode 0600 until stage sets the real one) and copies
-// the data of sdir/sname into it. It returns the open descriptor of the copy.
-func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp string, opt Options) (_ int, err error) {
+// the data of sdir/sname into it. It returns the open descriptor of the copy,
+// and notes in res how the data was copied.
+func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp string, opt Options, res *Result) (_ int, err error) {
 	// O_NOATIME: a copy-up is not a read by the user, and the lower must not
 	// change. The kernel allows it to the file's owner and CAP_FOWNER only.
 	in, err := beneath.Open(sdir, sname, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
@@ -248,12 +292,16 @@ func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp str
 	}
 	// A reflink shares the blocks, holes included, in one call; filesystems
 	// without it (ext4, tmpfs) answer EOPNOTSUPP or EINVAL, other mounts EXDEV.
+	res.Bytes = want
 	cloned := want == sst.Size && want > 0 && unix.IoctlFileClone(out, in) == nil
-	if !cloned {
+	if cloned {
+		res.Method = Reflink
+	} else {
 		c := copier{in: in, out: out, name: srel}
 		if err := c.copyData(want); err != nil {
 			return -1, err
 		}
+		res.Method = c.method()
 	}
 	// Sets the size: after the last extent (a trailing hole), after a partial
 	// copy (Size N), or past the end (Size beyond the lower's size).
@@ -270,6 +318,21 @@ type copier struct {
 	noRange    bool   // copy_file_range refused this pair: read and write instead
 	buf        []byte // the fallback's buffer, made on first use
 	noSeekData bool   // SEEK_DATA is not supported: the rest is one extent
+	ranged     bool   // copy_file_range moved some bytes
+	readWrote  bool   // some bytes went through the buffer
+}
+
+// method says how the data went: through the buffer if any of it did (a file
+// system that refuses copy_file_range refuses it for the whole file), and
+// not at all for a file of holes only.
+func (c *copier) method() Method {
+	switch {
+	case c.readWrote:
+		return ReadWrite
+	case c.ranged:
+		return CopyFileRange
+	}
+	return NoData
 }
 
 // copyData copies the first size bytes extent by extent: holes are found with
@@ -318,6 +381,8 @@ func (c *copier) copyRange(off, end int64) error {
 			c.noRange = true
 		case err != nil:
 			return &os.PathError{Op: "copy_file_range", Path: c.name, Err: err}
+		case n > 0:
+			c.ranged = true
 		case n == 0:
 			// The lower file is shorter than its stat said: layers must not
 			// change under a union.
@@ -332,6 +397,7 @@ func (c *copier) readWrite(off, end int64) error {
 	if off < end && c.buf == nil {
 		c.buf = make([]byte, fallbackBuf)
 	}
+	c.readWrote = c.readWrote || off < end
 	for off < end {
 		n, err := unix.Pread(c.in, c.buf[:min(end-off, int64(len(c.buf)))], off)
 		if errors.Is(err, unix.EINTR) {

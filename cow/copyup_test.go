@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -469,5 +470,53 @@ func BenchmarkCopyUp(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// TestCopyUpMethod checks that a copy-up says how it moved the data: a
+// reflink or copy_file_range for a file (whichever this file system does), no
+// data for a directory, an empty file, or a copy truncated to nothing.
+func TestCopyUpMethod(t *testing.T) {
+	e := newEnv(t, whiteout.OCI, func(lower string) {
+		mustWrite(t, filepath.Join(lower, "f"), "0123456789", 0o644)
+		mustWrite(t, filepath.Join(lower, "g"), "0123456789", 0o644)
+		mustWrite(t, filepath.Join(lower, "empty"), "", 0o644)
+		mustMkdir(t, filepath.Join(lower, "d"))
+	})
+	for _, tc := range []struct {
+		name   string
+		size   int64
+		want   []Method
+		nbytes int64
+	}{
+		{"f", -1, []Method{Reflink, CopyFileRange}, 10},
+		{"g", 0, []Method{NoData}, 0},
+		{"empty", -1, []Method{NoData}, 0},
+		{"d", -1, []Method{NoData}, 0},
+	} {
+		res, err := e.u.CopyUp(Source{Root: e.lowerFd, Rel: tc.name}, tc.name, Options{Size: tc.size})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !slices.Contains(tc.want, res.Method) || res.Bytes != tc.nbytes {
+			t.Errorf("%s (size %d): got %v, %d bytes; want one of %v, %d bytes", tc.name, tc.size, res.Method, res.Bytes, tc.want, tc.nbytes)
+		}
+	}
+}
+
+// TestCopyUpMethodReadWrite: where copy_file_range cannot go, the copy says
+// it read and wrote.
+func TestCopyUpMethodReadWrite(t *testing.T) {
+	c := copier{noRange: true}
+	if c.method() != NoData {
+		t.Errorf("nothing copied: got %v, want %v", c.method(), NoData)
+	}
+	c.ranged = true
+	if c.method() != CopyFileRange {
+		t.Errorf("got %v, want %v", c.method(), CopyFileRange)
+	}
+	c.readWrote = true
+	if c.method() != ReadWrite {
+		t.Errorf("got %v, want %v", c.method(), ReadWrite)
 	}
 }

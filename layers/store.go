@@ -100,6 +100,29 @@ func (s *Store) usePath(h v1.Hash) string    { return s.path("locks", h.Hex+".us
 // LayerDir is the directory of the unpacked layer diffID, as a mount stacks it.
 func (s *Store) LayerDir(diffID v1.Hash) string { return filepath.Join(s.layerPath(diffID), "diff") }
 
+// shortID is how many hex digits of a digest name it for people, as docker
+// shows ids.
+const shortID = 12
+
+// LayerName names the layer directory dir (as LayerDir gives it) by its short
+// diff_id, the first 12 hex digits; "" for a directory that is not one of the
+// store's layers.
+func (s *Store) LayerName(dir string) string {
+	rel, err := filepath.Rel(s.path("layers"), dir)
+	if err != nil {
+		return ""
+	}
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	if len(parts) != 3 || parts[2] != "diff" {
+		return ""
+	}
+	h, err := v1.NewHash(parts[0] + ":" + parts[1])
+	if err != nil || len(h.Hex) < shortID {
+		return ""
+	}
+	return h.Hex[:shortID]
+}
+
 // Record is what the store keeps of one image.
 type Record struct {
 	// ID is the image id: the digest of its config.

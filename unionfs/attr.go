@@ -19,6 +19,17 @@ var _ = (fs.NodeSetattrer)((*node)(nil))
 // upper copy: owner first, since chown clears set-id bits, then mode, size and
 // times, so that an explicit mtime is not clobbered by the truncation.
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	errno := n.setattr(f, in, out)
+	if errno == 0 {
+		// The answer is as good as a GETATTR's. go-fuse leaves its timeout
+		// at 0, and the kernel then asks again at the next stat or
+		// permission check: a GETATTR for every file tar extracts.
+		out.SetTimeout(cacheTimeout)
+	}
+	return errno
+}
+
+func (n *node) setattr(f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	size, hasSize := in.GetSize()
 	cp := int64(-1)
 	if hasSize {
@@ -58,6 +69,11 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		name = "."
 	}
 
+	if n.u.statOverride != "" {
+		if in, err = n.setattrOverride(in, -1, dfd, name); err != nil {
+			return toErrno(err)
+		}
+	}
 	if u, g, ok, err := n.u.ownerOf(in); err != nil {
 		return toErrno(err)
 	} else if ok {
@@ -103,12 +119,19 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	n.u.overrideAt(&out.Attr, upperLayer, rel)
 	n.fixAttr(&out.Attr)
 	return 0
 }
 
 // setattrFd applies in to an upper file reachable only through fd.
 func (n *node) setattrFd(fd int, in *fuse.SetAttrIn) syscall.Errno {
+	if n.u.statOverride != "" {
+		var err error
+		if in, err = n.setattrOverride(in, fd, -1, ""); err != nil {
+			return toErrno(err)
+		}
+	}
 	if u, g, ok, err := n.u.ownerOf(in); err != nil {
 		return toErrno(err)
 	} else if ok {
@@ -229,6 +252,9 @@ var _ = (fs.NodeGetxattrer)((*node)(nil))
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if n.u.ownXattr(attr) {
+		if attr == StackXattr && n.isRoot() {
+			return n.u.getStackXattr(dest)
+		}
 		return 0, syscall.ENODATA
 	}
 	m, err := n.loadXattrs()

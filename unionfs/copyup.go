@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -39,11 +40,18 @@ func (n *node) copyUp(size int64) error {
 		return nil // another writer copied it while we waited
 	}
 	rel := n.rel()
-	st, err := n.u.upper.CopyUp(cow.Source{Root: n.u.layers[from].root, Rel: rel}, rel, cow.Options{Size: size})
+	var start time.Time
+	if n.u.tracer != nil {
+		start = time.Now()
+	}
+	res, err := n.u.upper.CopyUp(cow.Source{Root: n.u.layers[from].root, Rel: rel}, rel, cow.Options{Size: size})
 	if err != nil {
 		return err
 	}
-	n.u.ids.copiedUp(&st, n.StableAttr())
+	if n.u.tracer != nil {
+		n.u.traceCopyUp(rel, from, &res, start)
+	}
+	n.u.ids.copiedUp(&res.Stat_t, n.StableAttr())
 
 	n.mu.Lock()
 	n.layer = upperLayer
@@ -168,11 +176,18 @@ func (u *union) copyUpEntry(dir *node, dirRel, name string, e *entry) error {
 		parentIno = dir.StableAttr().Ino
 	}
 	id := u.ids.of(e.layer, &before, parentIno, name)
-	st, err := u.upper.CopyUp(cow.Source{Root: u.layers[e.layer].root, Rel: rel}, rel, cow.Options{Size: -1})
+	var start time.Time
+	if u.tracer != nil {
+		start = time.Now()
+	}
+	res, err := u.upper.CopyUp(cow.Source{Root: u.layers[e.layer].root, Rel: rel}, rel, cow.Options{Size: -1})
 	if err != nil {
 		return err
 	}
-	u.ids.copiedUp(&st, id)
+	if u.tracer != nil {
+		u.traceCopyUp(rel, e.layer, &res, start)
+	}
+	u.ids.copiedUp(&res.Stat_t, id)
 	if dir != nil {
 		dir.mu.Lock()
 		if de, ok := dir.idx.names[name]; ok {
@@ -231,6 +246,9 @@ func (u *union) linkInTree(dir *node, dirRel, name string, e *entry, child *node
 	parentTimes := unix.Fstat(tfd, &pst) == nil
 	if err := unix.Linkat(ffd, fname, tfd, name, 0); err != nil {
 		return false, &fsError{op: "linkat", layer: upperLayer, rel: rel, err: err}
+	}
+	if u.tracer != nil {
+		u.tracer.Trace(Event{Op: OpCopyUp, Path: tracePath(rel), Layer: u.layerRef(e.layer), Type: typeName(e.mode), LinkTo: tracePath(first)})
 	}
 	if parentTimes {
 		// Like a copy-up, linking in a copy changes nothing the union shows.

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/internal/fusedev"
 	"github.com/strata-fs/strata/internal/mounts"
 	"github.com/strata-fs/strata/whiteout"
 )
@@ -40,16 +41,30 @@ type Config struct {
 	// IDs translates owners between the layers and the merged tree; nil
 	// shows them as stored.
 	IDs IDMapper
+	// StatOverride names the xattr that holds the owner and permission bits
+	// files show, as fuse-overlayfs's xattr_permissions= does (see
+	// statoverride.go: OverrideXattrPrivileged, OverrideXattrUser); "" shows
+	// the disk's.
+	StatOverride string
 	// Logger receives diagnostics (passthrough refused, and the like); nil
 	// means the standard logger.
 	Logger *log.Logger
+	// Trace receives every decision the union makes (trace.go); nil traces
+	// nothing, at no cost.
+	Trace Tracer
+	// Names label the lowers, top first as Lowers, in traces and in the
+	// mount's StackXattr: a short diff_id for an image layer, say. A
+	// missing or empty one is the directory's base name.
+	Names []string
 }
 
 // Server is a mounted union.
 type Server struct {
-	fuse      *fuse.Server
-	union     *union
-	closeOnce sync.Once
+	dev        *fusedev.Dev
+	loop       *serveLoop
+	mountpoint string
+	union      *union
+	closeOnce  sync.Once
 }
 
 // maxIO is the largest READ and WRITE request: 1 MiB, the kernel's limit (256
@@ -72,7 +87,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	if logger == nil {
 		logger = log.Default()
 	}
-	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled()}
+	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled(), tracer: cfg.Trace}
 	defer func() {
 		if err != nil {
 			u.close()
@@ -104,6 +119,13 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	}
 	u.ids.init(devs)
 	u.ids.mapper = cfg.IDs
+	if err := u.initStatOverride(cfg.StatOverride); err != nil {
+		return nil, err
+	}
+	u.names = layerNames(cfg)
+	if u.stack, err = stackInfo(cfg, u.names, u.upper).marshal(); err != nil {
+		return nil, err
+	}
 
 	top := 1
 	if u.upper != nil {
@@ -121,25 +143,39 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	if fsname == "" {
 		fsname = "strata"
 	}
+	options := append([]string{"default_permissions"}, cfg.Options...)
+	if os.Geteuid() == 0 {
+		options = append(options, "allow_other")
+	}
+	if u.upper == nil {
+		options = append(options, "ro")
+	}
+	dev, err := fusedev.Mount(mountpoint, fusedev.Options{
+		Source:  fsname,
+		Subtype: "strata",
+		Options: options,
+		MaxRead: maxIO,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = fusedev.Unmount(mountpoint, 0) // already failing; the error says why
+			_ = dev.Close()
+		}
+	}()
+
+	kernel := kernelCalls{dev: dev}
 	mopts := fuse.MountOptions{
-		FsName:       fsname,
-		Name:         "strata",
-		AllowOther:   os.Geteuid() == 0,
-		Options:      append([]string{"default_permissions"}, cfg.Options...),
 		MaxWrite:     maxIO,
 		MaxReadAhead: maxIO,
-		// Reads answer with bytes, never a descriptor to splice from; go-fuse
-		// would still stage each reply in a pipe first (and log an error for
-		// a 1 MiB one, past the pipe's size) before giving up on splice.
+		// Reads answer with bytes, never a descriptor to splice from.
 		DisableSplice:        true,
 		EnableSymlinkCaching: true,
 		EnableAcl:            true,
-		DirectMount:          true,
 		Debug:                cfg.Debug,
 		Logger:               logger,
-	}
-	if u.upper == nil {
-		mopts.Options = append(mopts.Options, "ro")
 	}
 	opts := &fs.Options{
 		MountOptions:    mopts,
@@ -149,30 +185,33 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		NullPermissions: true,
 		RootStableAttr:  &fs.StableAttr{Ino: rootID.Ino, Gen: rootID.Gen},
 		Logger:          logger,
+		ServerCallbacks: kernel,
 	}
 	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts)}
-	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
+	loop := newServeLoop(dev, fuse.NewProtocolServer(raw, &opts.MountOptions), logger, cfg.Debug)
+	flags, err := loop.init()
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	go server.Serve()
-	if err := server.WaitMount(); err != nil {
-		// Serve ends by itself once the kernel drops the connection.
+	raw.negotiated(flags)
+	loop.start()
+	if err := refusePoll(mountpoint); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	u.passthrough.Store(probePassthrough(server, logger))
+
+	u.passthrough.Store(probePassthrough(kernel, logger))
 	if os.Geteuid() == 0 {
 		if err := mounts.SetReadahead(mountpoint, maxIO>>10); err != nil {
 			logger.Printf("strata: readahead stays at the kernel's default: %v", err)
 		}
 	}
-	return &Server{fuse: server, union: u}, nil
+	return &Server{dev: dev, loop: loop, mountpoint: mountpoint, union: u}, nil
 }
 
 // probePassthrough registers a throw-away backing file to learn whether the
 // kernel takes them. go-fuse would otherwise find out at the first open and turn
 // passthrough off silently for the whole mount.
-func probePassthrough(s *fuse.Server, logger *log.Logger) bool {
+func probePassthrough(k kernelCalls, logger *log.Logger) bool {
 	exe, err := os.Executable()
 	if err != nil {
 		return false
@@ -182,12 +221,12 @@ func probePassthrough(s *fuse.Server, logger *log.Logger) bool {
 		return false
 	}
 	defer f.Close()
-	id, errno := s.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
+	id, errno := k.RegisterBackingFd(&fuse.BackingMap{Fd: int32(f.Fd())})
 	if errno != 0 {
 		logger.Printf("strata: FUSE passthrough unavailable (%v): file data goes through the daemon", errno)
 		return false
 	}
-	_ = s.UnregisterBackingFd(id) // a probe; the id was never handed out
+	_ = k.UnregisterBackingFd(id) // a probe; the id was never handed out
 	return true
 }
 
@@ -225,12 +264,28 @@ func (u *union) close() error {
 }
 
 // Unmount unmounts the union; it fails with EBUSY while a process uses it.
-func (s *Server) Unmount() error { return s.fuse.Unmount() }
+//
+// A process that has just closed its last file on the union may still hold
+// it for a moment (the kernel sends RELEASE after close(2) returns), so EBUSY
+// is retried a few times before it is returned.
+func (s *Server) Unmount() error {
+	delay := 5 * time.Millisecond
+	for try := 0; ; try++ {
+		err := fusedev.Unmount(s.mountpoint, 0)
+		if err == nil || !errors.Is(err, unix.EBUSY) || try == 4 {
+			return err
+		}
+		time.Sleep(delay)
+		delay *= 2
+	}
+}
 
 // Wait returns when the union has been unmounted, and releases its layers.
 func (s *Server) Wait() {
-	s.fuse.Wait()
+	s.loop.wait()
 	s.closeOnce.Do(func() {
-		_ = s.union.close() // descriptors only; nothing to report after unmount
+		// Descriptors only; nothing to report after unmount.
+		_ = s.dev.Close()
+		_ = s.union.close()
 	})
 }

@@ -99,12 +99,14 @@ func (n *node) newChild(ctx context.Context, name string, e *entry, st *unix.Sta
 	}
 	ch := n.NewInode(ctx, child, id)
 	attrFromStatx(&out.Attr, st)
+	n.u.overrideAt(&out.Attr, e.layer, beneath.Join(n.rel(), name))
 	got := ch.Operations().(*node)
 	got.fixAttr(&out.Attr)
 	return ch
 }
 
-// fixAttr corrects what the layer's stat cannot know.
+// fixAttr corrects what the layer's stat cannot know. The stat override
+// (overrideAt) comes before it: it holds stored ids, which fixAttr maps.
 func (n *node) fixAttr(a *fuse.Attr) {
 	a.Ino = n.StableAttr().Ino
 	a.Uid, a.Gid = n.u.shownOwner(a.Uid, a.Gid)
@@ -171,11 +173,17 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	n.mu.Unlock()
 	if !ok {
+		if n.u.tracer != nil {
+			n.u.traceMissing(n, idx, name)
+		}
 		return nil, syscall.ENOENT
 	}
 	var st unix.Statx_t
 	if err := n.u.statx(ec.layer, beneath.Join(n.rel(), name), &st); err != nil {
 		return nil, toErrno(err)
+	}
+	if n.u.tracer != nil {
+		n.u.traceFound(n.rel(), name, &ec)
 	}
 	return n.newChild(ctx, name, &ec, &st, out), 0
 }
@@ -198,10 +206,12 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return syscall.ESTALE
 	}
 	var st unix.Statx_t
-	if err := n.u.statx(n.where(), n.rel(), &st); err != nil {
+	l, rel := n.where(), n.rel()
+	if err := n.u.statx(l, rel, &st); err != nil {
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	n.u.overrideAt(&out.Attr, l, rel)
 	n.fixAttr(&out.Attr)
 	return 0
 }
@@ -210,16 +220,27 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 // the descriptor is still the lower file's.
 func (n *node) fstat(fh *file, notLower bool, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Stat_t
+	var o statOverride
+	var overridden bool
 	errno := fh.use(func(fd int, lower bool) syscall.Errno {
 		if lower && notLower {
 			return syscall.ESTALE
 		}
-		return toErrno(unix.Fstat(fd, &st))
+		if err := unix.Fstat(fd, &st); err != nil {
+			return toErrno(err)
+		}
+		if n.u.overridable(st.Mode) {
+			o, overridden = n.u.readOverrideFd(fd)
+		}
+		return 0
 	})
 	if errno != 0 {
 		return errno
 	}
 	attrFromStat(&out.Attr, &st)
+	if overridden {
+		o.apply(&out.Attr)
+	}
 	n.fixAttr(&out.Attr)
 	return 0
 }

@@ -27,9 +27,9 @@ type rawFS struct {
 	noOpendir atomic.Bool // the kernel takes ENOSYS for OPENDIR
 }
 
-func (r *rawFS) Init(s *fuse.Server) {
-	r.RawFileSystem.Init(s)
-	r.noOpendir.Store(s.KernelSettings().Flags64()&capNoOpendirSupport != 0)
+// negotiated takes note of the capabilities the kernel offered at INIT.
+func (r *rawFS) negotiated(kernelFlags uint64) {
+	r.noOpendir.Store(kernelFlags&capNoOpendirSupport != 0)
 }
 
 func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

@@ -186,6 +186,9 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) (rerr
 			return err
 		}
 	}
+	if n.u.tracer != nil {
+		n.u.traceRename(srcRel, dstRel, &se, srcMoved, exchange, srcBelow, dstBelow)
+	}
 
 	// The indexes: both names now live in the upper.
 	moved := func(e entry, below bool) *entry {

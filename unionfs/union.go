@@ -38,6 +38,17 @@ type union struct {
 	// have one.
 	selinux bool
 
+	// statOverride names the xattr that holds the owner and mode files show
+	// (Config.StatOverride, statoverride.go); "" turns that off.
+	statOverride string
+
+	// tracer receives the union's decisions (trace.go); nil traces nothing.
+	tracer Tracer
+	// names label the layers in traces, by index (Config.Names).
+	names []string
+	// stack is the value of StackXattr on the root (stack.go).
+	stack []byte
+
 	// passthrough is false when the kernel refused a backing file, so that no
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).
 	// It is learnt once the mount serves, hence atomic.
@@ -50,7 +61,8 @@ func (u *union) readOnly() bool { return u.upper == nil }
 // from the merged tree.
 func (u *union) ownXattr(name string) bool {
 	privileged := u.upper == nil || u.upper.Privileged
-	return whiteout.IsOwnXattr(name, privileged)
+	return name == StackXattr || whiteout.IsOwnXattr(name, privileged) ||
+		(u.statOverride != "" && name == u.statOverride)
 }
 
 // statx reads the attributes of rel in layer l without following a final

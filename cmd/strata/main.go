@@ -13,12 +13,19 @@ import (
 	"syscall"
 
 	"github.com/strata-fs/strata/cmd/strata/cmd"
+	_ "github.com/strata-fs/strata/internal/nsenter" // strata exec: joins namespaces before the Go runtime starts
+	"github.com/strata-fs/strata/internal/sandbox"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version string
 
 func main() {
+	if sandbox.IsInit() {
+		// A container's init stage (strata run): this copy of strata
+		// was started in the container's new namespaces.
+		sandbox.Init()
+	}
 	// SIGINT and SIGTERM cancel the context: a mount in the foreground
 	// unmounts and exits 0.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -29,8 +36,10 @@ func main() {
 	stop()
 	if err != nil {
 		// One line on stderr, whatever the error carries.
-		msg := strings.TrimSpace(strings.ReplaceAll(err.Error(), "\n", " "))
-		fmt.Fprintln(os.Stderr, "strata:", msg)
+		// A container's exit code comes with no message.
+		if msg := strings.TrimSpace(strings.ReplaceAll(err.Error(), "\n", " ")); msg != "" {
+			fmt.Fprintln(os.Stderr, "strata:", msg)
+		}
 		os.Exit(cmd.ExitCode(err))
 	}
 }

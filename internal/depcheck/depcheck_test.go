@@ -23,9 +23,17 @@ var forbidden = map[string][]string{
 	module + "/cow": {module + "/unionfs"},
 	// layers returns descriptions; mounting them is unionfs's business.
 	module + "/layers": {module + "/unionfs", "github.com/hanwen/go-fuse/v2"},
+	// sandbox is the init stage: it runs in the container, before and
+	// without any union or store.
+	module + "/internal/sandbox": {module + "/unionfs", module + "/layers", module + "/internal/container", "github.com/hanwen/go-fuse/v2"},
 	// bench measures strata from outside, as one more command that mounts:
 	// it runs the strata executable and serves no FUSE mount itself.
 	module + "/bench": {module + "/unionfs", module + "/cow", module + "/layers", "github.com/hanwen/go-fuse/v2"},
+	// fusedev is the raw edge to /dev/fuse: go-fuse parses what it reads.
+	module + "/internal/fusedev": {"github.com/hanwen/go-fuse/v2", module + "/unionfs", module + "/layers"},
+	// cgroups drives the kernel's cgroup files; of strata it reads only the
+	// mount table (internal/mounts).
+	module + "/internal/cgroups": {module + "/unionfs", module + "/layers", module + "/cow", module + "/whiteout", "github.com/hanwen/go-fuse/v2"},
 }
 
 // deps lists pkg's dependencies, the standard library included, as go list

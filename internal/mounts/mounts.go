@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/internal/fusedev"
 )
 
 // Mount is one line of /proc/self/mountinfo (proc(5)).
@@ -34,6 +36,9 @@ type Mount struct {
 	FSType string
 	// Source is the mount source ("strata", "/dev/sda1", "tmpfs").
 	Source string
+	// SuperOptions are the file system's own options ("rw,memory" names the
+	// controllers of a cgroup v1 hierarchy).
+	SuperOptions string
 }
 
 // ErrNotMounted is returned for a path where nothing is mounted.
@@ -86,7 +91,7 @@ func parseLine(line string) (Mount, error) {
 	if err != nil {
 		return Mount{}, fmt.Errorf("parent id %q: %w", f[1], err)
 	}
-	return Mount{
+	m := Mount{
 		ID:         id,
 		Parent:     parent,
 		Root:       unescape(f[3]),
@@ -94,7 +99,11 @@ func parseLine(line string) (Mount, error) {
 		Options:    f[5],
 		FSType:     unescape(f[sep+1]),
 		Source:     unescape(f[sep+2]),
-	}, nil
+	}
+	if len(f) > sep+3 {
+		m.SuperOptions = f[sep+3]
+	}
+	return m, nil
 }
 
 // unescape undoes the kernel's octal escapes (\040 for a space, \011, \012,
@@ -151,16 +160,7 @@ func Lookup(path string) (Mount, bool, error) {
 
 // unmount is umount2(2), retried on EINTR.
 func unmount(path string, flags int) error {
-	for {
-		err := unix.Unmount(path, flags)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return &os.PathError{Op: "umount", Path: path, Err: err}
-		}
-		return nil
-	}
+	return fusedev.Unmount(path, flags)
 }
 
 // Result tells how Unmount removed a mount.

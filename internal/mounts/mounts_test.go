@@ -25,7 +25,7 @@ func TestParse(t *testing.T) {
 	if len(ms) != 5 {
 		t.Fatalf("got %d mounts, want 5", len(ms))
 	}
-	want := Mount{ID: 41, Parent: 25, Root: "/", Mountpoint: "/mnt/merged", Options: "rw,nosuid,nodev,relatime", FSType: "fuse.strata", Source: "strata"}
+	want := Mount{ID: 41, Parent: 25, Root: "/", Mountpoint: "/mnt/merged", Options: "rw,nosuid,nodev,relatime", FSType: "fuse.strata", Source: "strata", SuperOptions: "rw,user_id=0,group_id=0"}
 	if ms[3] != want {
 		t.Errorf("got %+v, want %+v", ms[3], want)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-fs/strata/internal/container"
 	"github.com/strata-fs/strata/layers"
 )
 
@@ -20,8 +21,8 @@ func NewCmdCommit() *cobra.Command {
 		opts  layers.CommitOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "commit --upper DIR --from NAME[:TAG] [-t NEW[:TAG]]",
-		Short: "Make an upper directory a new layer on top of an image",
+		Use:   "commit CONTAINER | --upper DIR --from NAME[:TAG] [-t NEW[:TAG]]",
+		Short: "Make a container's upper, or an upper directory, a new layer on top of an image",
 		Long: `Write the upper directory of a union (what changed on top of an image) as a
 layer tar, and store the image with that layer on top as a new image; print
 its id.
@@ -34,11 +35,31 @@ OCI tool can apply it. With SOURCE_DATE_EPOCH set, it is the image's creation
 time and caps every modification time of the layer: the same upper then always
 gives the same image.
 
-Unmount the union first (or stop writing to it): the upper is read as it is.`,
-		Example:      `  strata commit --upper up --from busybox:latest -t mybusybox:1`,
-		Args:         usageArgs(cobra.NoArgs),
+Given a CONTAINER (see 'strata run'), the upper is that container's and the
+image the one it ran; the files of its init layer (/etc/hostname, /etc/hosts,
+/etc/resolv.conf) are left out even where the container wrote them.
+
+Unmount the union first (or stop writing to it, or stop the container): the
+upper is read as it is.`,
+		Example: `  strata commit web -t web:2
+  strata commit --upper up --from busybox:latest -t mybusybox:1`,
+		Args:         usageArgs(cobra.MaximumNArgs(1)),
 		SilenceUsage: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if upper != "" || from != "" {
+					return usagef(cmd, "give a container or --upper and --from, not both")
+				}
+				c, err := container.Open(store.root, args[0])
+				if err != nil {
+					return err
+				}
+				if c.Config.ImageID == "" {
+					return usagef(cmd, "container %s runs on --layer directories, not an image: nothing to commit on top of", args[0])
+				}
+				upper, from = c.Upper(), c.Config.ImageID
+				opts.Exclude = append(opts.Exclude, container.InitFiles...)
+			}
 			if upper == "" || from == "" {
 				return usagef(cmd, "--upper and --from are required")
 			}

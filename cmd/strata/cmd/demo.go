@@ -41,7 +41,25 @@ directory. Then unmount and remove everything. Needs root and /dev/fuse.`,
 		},
 	}
 	cmd.Flags().StringVar(&format, "whiteout", "oci", "whiteout `FORMAT` the union writes: oci or overlay")
-	cmd.Flags().BoolVar(&opts.Keep, "keep", false, "keep the temp dir afterwards (unmounted)")
-	cmd.Flags().StringVar(&opts.Dir, "dir", "", "make the temp dir in `DIR` (default: $TMPDIR or /tmp)")
+	cmd.PersistentFlags().BoolVar(&opts.Keep, "keep", false, "keep the temp dir afterwards (unmounted)")
+	cmd.PersistentFlags().StringVar(&opts.Dir, "dir", "", "make the temp dir in `DIR` (default: $TMPDIR or /tmp)")
+	cmd.AddCommand(&cobra.Command{
+		Use:   "run",
+		Short: "Show a container on a union: an image from this host, its upper, its unchanged layers",
+		Long: `Build a small image from this host's binaries (the static /bin/busybox when
+there is one; else /bin/sh and a few coreutils with their libraries), import it
+into an image store in a temp dir, and run a container on it with a 64 MiB
+memory limit that deletes a file of the image, rewrites one and writes a new
+one. Then show the container's upper (the whiteout, the copy, the new file) and
+the image's layer, unchanged. Then remove everything. No download; needs root,
+/dev/fuse and a cgroup memory controller.`,
+		Example:      `  sudo strata demo run`,
+		Args:         usageArgs(cobra.NoArgs),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			signal.Ignore(syscall.SIGPIPE) // as above
+			return demo.RunContainer(contextOf(cmd), cmd.OutOrStdout(), opts)
+		},
+	})
 	return cmd
 }

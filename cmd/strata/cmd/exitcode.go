@@ -8,7 +8,10 @@ import (
 
 	"github.com/strata-fs/strata/bench"
 	"github.com/strata-fs/strata/cmd/strata/internal/daemon"
+	"github.com/strata-fs/strata/internal/cgroups"
+	"github.com/strata-fs/strata/internal/container"
 	"github.com/strata-fs/strata/internal/mounts"
+	"github.com/strata-fs/strata/internal/sandbox"
 	"github.com/strata-fs/strata/layers"
 )
 
@@ -23,15 +26,25 @@ const (
 // point, an unmount of something that is not a strata mount, a --daemon child
 // that failed before it was ready, an unknown image, an image that cannot be
 // imported as it is: bad, a digest mismatch, a refused layer entry, a bench
-// without room for its sizes), 1 for any other failure.
+// without room for its sizes; for run, exec and the other container commands:
+// an unknown container, a name in use, a limit that does not parse or that the
+// host's cgroups cannot enforce, a container that runs or does not as needed),
+// a container's own exit code for run and exec (126 and 127 when its command
+// cannot be executed or is not in the image), 1 for any other failure.
 func ExitCode(err error) int {
 	var (
-		usage *usageError
-		child *daemon.ChildError
+		usage  *usageError
+		child  *daemon.ChildError
+		status *exitStatus
+		start  *sandbox.StartError
 	)
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &status):
+		return status.code
+	case errors.As(err, &start):
+		return start.Code
 	case errors.As(err, &usage),
 		errors.As(err, &child),
 		errors.Is(err, layers.ErrInvalid),
@@ -41,7 +54,14 @@ func ExitCode(err error) int {
 		errors.Is(err, layers.ErrRefused),
 		errors.Is(err, mounts.ErrNotMounted),
 		errors.Is(err, mounts.ErrForeign),
-		errors.Is(err, bench.ErrInput):
+		errors.Is(err, bench.ErrInput),
+		errors.Is(err, container.ErrNotFound),
+		errors.Is(err, container.ErrNameInUse),
+		errors.Is(err, container.ErrInvalid),
+		errors.Is(err, container.ErrRunning),
+		errors.Is(err, container.ErrNotRunning),
+		errors.Is(err, cgroups.ErrInvalid),
+		errors.Is(err, cgroups.ErrNoController):
 		return exitBadInput
 	}
 	return exitFailure

@@ -37,6 +37,9 @@ it is mounted, 'strata image rm' refuses to remove its layers.`,
 			}
 			o.layers = slices.Clone(st.Lowers)
 			slices.Reverse(o.layers) // --layer is bottom first
+			for _, l := range o.layers {
+				o.names = append(o.names, s.LayerName(l))
+			}
 			o.options = []string{"ro"}
 			return errors.Join(o.run(cmd, args[1]), release())
 		},
@@ -44,6 +47,7 @@ it is mounted, 'strata image rm' refuses to remove its layers.`,
 	f := cmd.Flags()
 	f.BoolVar(&o.daemon, "daemon", false, "return once mounted and serve in the background")
 	f.BoolVar(&o.debug, "debug", false, "log every FUSE request (to stderr; nowhere with --daemon)")
+	o.trace.addFlags(f)
 	o.whiteout = "oci"
 	return cmd
 }

@@ -27,6 +27,10 @@ type mountOptions struct {
 	whiteout string
 	daemon   bool
 	debug    bool
+	trace    traceOptions
+	// names label the layers (--layer order, bottom first) in traces and
+	// in `strata layers`; nil names them by their directories.
+	names []string
 }
 
 // NewCmdMount returns `strata mount`.
@@ -76,6 +80,7 @@ when a --daemon child fails before it is ready; 1 for any other failure.`,
 	f.StringVar(&o.whiteout, "whiteout", "oci", "whiteout `FORMAT` written to the upper: oci or overlay (both are read)")
 	f.BoolVar(&o.daemon, "daemon", false, "return once mounted and serve in the background")
 	f.BoolVar(&o.debug, "debug", false, "log every FUSE request (to stderr; nowhere with --daemon)")
+	o.trace.addFlags(f)
 	return cmd
 }
 
@@ -93,6 +98,8 @@ func (o *mountOptions) config(cmd *cobra.Command, mountpoint string) (unionfs.Co
 		s.Lowers = slices.Clone(o.layers)
 		slices.Reverse(s.Lowers) // --layer is bottom first, a Stack top first
 	}
+	names := slices.Clone(o.names)
+	slices.Reverse(names)
 	if len(s.Lowers) == 0 {
 		return unionfs.Config{}, "", usagef(cmd, "no layers: give --layer DIR (bottom first) or -o lowerdir=TOP:...:BOTTOM")
 	}
@@ -112,7 +119,7 @@ func (o *mountOptions) config(cmd *cobra.Command, mountpoint string) (unionfs.Co
 	if err != nil {
 		return unionfs.Config{}, "", usagef(cmd, "--whiteout: %w", err)
 	}
-	return resolve(s, mountpoint, unionfs.Config{Whiteout: format, Options: extra, Debug: o.debug}, cmd.ErrOrStderr())
+	return resolve(s, mountpoint, unionfs.Config{Whiteout: format, Options: extra, Debug: o.debug, Names: names}, cmd.ErrOrStderr())
 }
 
 // resolve checks the stack s and the mount point against it, and fills cfg's
@@ -153,7 +160,7 @@ func clearDeadMount(mountpoint string, stderr io.Writer) error {
 }
 
 func (o *mountOptions) run(cmd *cobra.Command, mountpoint string) error {
-	return serveUnion(cmd, o.daemon, func() (unionfs.Config, string, error) {
+	return serveUnion(cmd, o.daemon, &o.trace, func() (unionfs.Config, string, error) {
 		return o.config(cmd, mountpoint)
 	})
 }
@@ -163,8 +170,12 @@ func (o *mountOptions) run(cmd *cobra.Command, mountpoint string) error {
 // requests, and a copy of this program, run again with the same arguments
 // (os.Args), serves it. config is called in both processes: the input is
 // checked before any child starts, so that its errors reach the terminal.
-func serveUnion(cmd *cobra.Command, background bool, config func() (unionfs.Config, string, error)) error {
+// trace (nil: no such flags) traces the union's decisions.
+func serveUnion(cmd *cobra.Command, background bool, trace *traceOptions, config func() (unionfs.Config, string, error)) error {
 	ctx := contextOf(cmd)
+	if err := trace.check(cmd, background); err != nil {
+		return err
+	}
 	var ready *daemon.Notifier
 	if background {
 		if ready = daemon.Child(); ready == nil {
@@ -179,6 +190,11 @@ func serveUnion(cmd *cobra.Command, background bool, config func() (unionfs.Conf
 	if err == nil {
 		err = ctx.Err() // interrupted before anything was mounted
 	}
+	closeTrace := func() error { return nil }
+	if err == nil {
+		cfg.Trace, closeTrace, err = trace.open(cmd)
+	}
+	defer func() { _ = closeTrace() }() // lines are written whole, one write each
 	var srv *unionfs.Server
 	if err == nil {
 		srv, err = unionfs.Mount(mnt, cfg)

@@ -35,7 +35,8 @@ as whiteouts, and every change goes to the upper directory.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{cmd: c, err: err}
 	})
-	root.AddCommand(NewCmdMount(), NewCmdUmount(), NewCmdDemo(), NewCmdOverlay(version), NewCmdImage(), NewCmdCommit(), NewCmdBench())
+	root.AddCommand(NewCmdMount(), NewCmdUmount(), NewCmdDemo(), NewCmdOverlay(version), NewCmdImage(), NewCmdCommit(), NewCmdBench(), NewCmdDiff(), NewCmdLayers(),
+		NewCmdRun(), NewCmdPs(), NewCmdExec(), NewCmdStop(), NewCmdRm())
 	return root
 }
 

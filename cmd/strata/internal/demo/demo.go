@@ -1,12 +1,14 @@
 // Package demo is `strata demo`: it builds a stack of three layers in a temp
 // dir, mounts it in this process, and shows, step by step, what a union does:
 // a merged read, a copy-up, a whiteout and an opaque directory. It then
-// unmounts and removes everything.
+// unmounts and removes everything. `strata demo run` (container.go) runs a
+// container on an image built from this host instead.
 //
 // This process serves the union, so it touches the mount only with its own file
-// operations, served by other goroutines. It starts no subprocess: a process
-// forked while this one serves could block on the mount with no one left to
-// answer it (go-fuse fs/api.go).
+// operations, served by other goroutines. The union part starts no subprocess:
+// a process forked while this one serves could block on the mount with no one
+// left to answer it (go-fuse fs/api.go). The container part starts one, the
+// container's init stage, from this program's own file on the host.
 package demo
 
 import (

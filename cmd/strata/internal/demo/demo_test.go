@@ -11,8 +11,48 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/internal/mounts"
+	"github.com/strata-fs/strata/internal/sandbox"
 	"github.com/strata-fs/strata/whiteout"
 )
+
+// TestMain lets this test binary be a container's init stage: RunContainer
+// starts /proc/self/exe.
+func TestMain(m *testing.M) {
+	if sandbox.IsInit() {
+		sandbox.Init()
+	}
+	os.Exit(m.Run())
+}
+
+func TestDemoRun(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if err := RunContainer(context.Background(), &out, Options{Dir: dir}); err != nil {
+		t.Fatalf("demo run: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	for _, want := range []string{
+		"I am PID 1 on host box",
+		`.wh.old-cache.txt    empty file: whiteout, hides "old-cache.txt" below`,
+		`config.txt           "color=green\n"`,
+		`config.txt           "color=blue\n"`,
+		`old-cache.txt        "stale data\n"`,
+		"It exited with code 0",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Errorf("left behind in %s: %v (%v)", dir, ents, err)
+	}
+}
 
 func TestDemo(t *testing.T) {
 	if os.Geteuid() != 0 {
