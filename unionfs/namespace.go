@@ -332,7 +332,7 @@ func (n *node) emptyDir(name string, e *entry) (bool, error) {
 
 // remove takes name (entry e) out of n: a whiteout when a lower layer holds it,
 // else a plain removal from the upper.
-func (n *node) remove(name string, e *entry, dir bool) error {
+func (n *node) remove(name string, e *entry, dir bool) (rerr error) {
 	if n.u.readOnly() {
 		return errReadOnly
 	}
@@ -350,6 +350,16 @@ func (n *node) remove(name string, e *entry, dir bool) error {
 		}
 		if st.Nlink <= 1 || dir {
 			gone = &st
+		}
+	}
+	if gone != nil {
+		dev := unix.Mkdev(gone.Dev_major, gone.Dev_minor)
+		if id, ok := n.u.ids.forget(dev, gone.Ino); ok {
+			defer func() {
+				if rerr != nil {
+					n.u.ids.remember(dev, gone.Ino, id) // still there after all
+				}
+			}()
 		}
 	}
 	var err error
@@ -374,9 +384,6 @@ func (n *node) remove(name string, e *entry, dir bool) error {
 		} else {
 			n.u.tracer.Trace(Event{Op: OpRemove, Path: tracePath(crel)})
 		}
-	}
-	if gone != nil {
-		n.u.ids.forget(unix.Mkdev(gone.Dev_major, gone.Dev_minor), gone.Ino)
 	}
 	n.mu.Lock()
 	n.idx.remove(name)

@@ -231,10 +231,24 @@ func (t *identities) copiedUp(st *unix.Stat_t, id fs.StableAttr) {
 	t.copied[devIno{st.Dev, st.Ino}] = id
 }
 
-// forget drops the copy-up record of an upper inode that is gone, so that a new
-// file reusing its number is not taken for the old node.
-func (t *identities) forget(dev, ino uint64) {
+// forget drops the copy-up record of an upper inode about to go, so that a new
+// file reusing its number is not taken for the old node. Call it before the
+// inode goes: the filesystem may hand its number to an entry another request
+// makes the moment it is freed, and that entry must not get the old identity
+// (a directory made with a file's identity fails with EIO in the kernel). It
+// returns the record, for remember to put back if the removal fails.
+func (t *identities) forget(dev, ino uint64) (fs.StableAttr, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.copied, devIno{dev, ino})
+	k := devIno{dev, ino}
+	id, ok := t.copied[k]
+	delete(t.copied, k)
+	return id, ok
+}
+
+// remember puts back a record that forget dropped.
+func (t *identities) remember(dev, ino uint64, id fs.StableAttr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.copied[devIno{dev, ino}] = id
 }

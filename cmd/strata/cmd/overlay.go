@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -64,7 +65,7 @@ changes nothing, as in fuse-overlayfs. 0 turns it off.`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return serveUnion(cmd, !o.foreground, &o.trace, func() (unionfs.Config, string, error) {
-				return o.config(args[0])
+				return o.config(args[0], cmd.ErrOrStderr())
 			})
 		},
 	}
@@ -79,7 +80,7 @@ changes nothing, as in fuse-overlayfs. 0 turns it off.`,
 
 // config reads fuse-overlayfs's options into a union configuration, its paths
 // resolved and checked, and the mount point checked against it.
-func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, error) {
+func (o *overlayOptions) config(mountpoint string, stderr io.Writer) (unionfs.Config, string, error) {
 	fo, err := layers.ParseFuseOverlay(strings.Join(o.options, ","))
 	if err != nil {
 		return unionfs.Config{}, "", err
@@ -96,7 +97,7 @@ func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, erro
 		IDs:          mapperOf(fo),
 		StatOverride: statOverrideXattr(fo.XattrPermissions),
 		Debug:        o.debug,
-	})
+	}, stderr)
 }
 
 // idMapper is fuse-overlayfs's id mapping and squashing, for unionfs.
