@@ -18,7 +18,8 @@ type node struct {
 	fs.Inode
 	u *union
 
-	// copyMu serialises copy-ups of this node, so that two writers copy it once.
+	// copyMu serialises copy-ups of this node, so that two writers copy it once,
+	// and opens with them (openFile), so that no open straddles a copy-up.
 	copyMu sync.Mutex
 
 	mu sync.Mutex // guards the fields below
