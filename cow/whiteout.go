@@ -186,6 +186,39 @@ func (u *Upper) Whiteout(dirRel, name string) error {
 	return removeAt(u.work, tmp) // the old entry, now in the work dir
 }
 
+// WhiteoutFirst prepares the whiteout for name in the upper directory dirRel
+// ahead of a rename that takes the upper entry name away while lower layers
+// hold the name. Written after the rename, the whiteout would leave a moment,
+// and after a crash for good, where the lower entry shows again beside the
+// renamed one. In the OCI format WhiteoutFirst writes the marker now: it hides
+// nothing of its own layer while the entry is there. In the overlay format the
+// whiteout is a device in the entry's place, which only the rename itself can
+// leave: WhiteoutFirst returns RENAME_WHITEOUT for it. Call Whiteout after the
+// rename all the same; it finds the job done.
+func (u *Upper) WhiteoutFirst(dirRel, name string) (renameFlags uint, err error) {
+	rel := beneath.Join(dirRel, name)
+	if err := checkName("whiteout", rel, name); err != nil {
+		return 0, err
+	}
+	obj := whiteout.WhiteoutFor(u.Format, name)
+	if obj.Name == name {
+		return unix.RENAME_WHITEOUT, nil
+	}
+	dfd, err := u.dir(dirRel)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat(dfd, obj.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, obj.Mode&07777)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return 0, &os.PathError{Op: "create whiteout", Path: rel, Err: err}
+	}
+	if err == nil {
+		_ = unix.Close(fd) // empty file, nothing written
+	}
+	return 0, nil
+}
+
 // RemoveWhiteout removes a whiteout for name from dirRel, in either format; none
 // is not an error.
 func (u *Upper) RemoveWhiteout(dirRel, name string) error {

@@ -362,3 +362,50 @@ func TestBadNames(t *testing.T) {
 		t.Error("SetOpaque marked the directory above the upper")
 	}
 }
+
+// TestWhiteoutFirst: ahead of a rename, the OCI marker exists while the entry
+// still shows (it hides nothing of its own layer); the overlay format asks the
+// rename itself for the whiteout. Either way Whiteout afterwards finds the job
+// done, and the name ends as a whiteout only.
+func TestWhiteoutFirst(t *testing.T) {
+	requireRoot(t)
+	for _, f := range formats {
+		t.Run(f.String(), func(t *testing.T) {
+			e := newEnv(t, f, nil)
+			mustWrite(t, filepath.Join(e.upper, "n"), "copied up", 0o644)
+			flags, err := e.u.WhiteoutFirst("", "n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			marker := exists(t, filepath.Join(e.upper, whiteout.Prefix+"n"))
+			switch f {
+			case whiteout.OCI:
+				if flags != 0 || !marker {
+					t.Fatalf("got flags %#x, marker %v; want 0 and the marker", flags, marker)
+				}
+			default:
+				if flags != unix.RENAME_WHITEOUT || marker {
+					t.Fatalf("got flags %#x, marker %v; want RENAME_WHITEOUT and no marker", flags, marker)
+				}
+			}
+			if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(e.upper, "n"), unix.AT_FDCWD, filepath.Join(e.upper, "m"), flags); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.u.Whiteout("", "n"); err != nil {
+				t.Fatal(err)
+			}
+			st := lstat(t, filepath.Join(e.upper, "m"))
+			if st.Mode&unix.S_IFMT != unix.S_IFREG {
+				t.Errorf("the renamed entry: mode %o", st.Mode)
+			}
+			if f == whiteout.Overlay {
+				st := lstat(t, filepath.Join(e.upper, "n"))
+				if !whiteout.IsOverlayWhiteout(st.Mode, st.Rdev) {
+					t.Errorf("n: mode %o rdev %d, want a whiteout", st.Mode, st.Rdev)
+				}
+			} else if exists(t, filepath.Join(e.upper, "n")) {
+				t.Error("n is still there beside its marker")
+			}
+		})
+	}
+}

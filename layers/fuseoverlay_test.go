@@ -3,6 +3,7 @@ package layers_test
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/strata-fs/strata/layers"
@@ -105,5 +106,34 @@ func TestIDMaps(t *testing.T) {
 	}
 	if got, ok := layers.ToStored(nil, 42); !ok || got != 42 {
 		t.Errorf("ToStored(no map, 42) = %d, %v", got, ok)
+	}
+}
+
+// xattr_permissions= takes 0, 1 or 2, fuse-overlayfs's values; anything else
+// is refused with the option's name.
+func TestParseFuseOverlayXattrPermissions(t *testing.T) {
+	for _, tt := range []struct {
+		opt  string
+		want int
+		ok   bool
+	}{
+		{"xattr_permissions=0", 0, true},
+		{"xattr_permissions=1", 1, true},
+		{"xattr_permissions=2", 2, true},
+		{"xattr_permissions=3", 0, false},
+		{"xattr_permissions=-1", 0, false},
+		{"xattr_permissions=two", 0, false},
+		{"xattr_permissions=", 0, false},
+		{"xattr_permissions", 0, false},
+	} {
+		fo, err := layers.ParseFuseOverlay("lowerdir=/a," + tt.opt)
+		switch {
+		case tt.ok && err != nil:
+			t.Errorf("%s: %v", tt.opt, err)
+		case tt.ok && fo.XattrPermissions != tt.want:
+			t.Errorf("%s: XattrPermissions %d, want %d", tt.opt, fo.XattrPermissions, tt.want)
+		case !tt.ok && (!errors.Is(err, layers.ErrBadOption) || !strings.Contains(err.Error(), "xattr_permissions")):
+			t.Errorf("%s: %v, want ErrBadOption naming the option", tt.opt, err)
+		}
 	}
 }

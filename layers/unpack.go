@@ -41,10 +41,21 @@ func refuse(entry, format string, args ...any) error {
 // UnpackOptions tune Unpack.
 type UnpackOptions struct {
 	// Privileged applies owners and creates device nodes, which needs root.
-	// Without it, owners and trusted.*/security.* xattrs are skipped, and a
-	// device node is refused.
+	// Without it, owners and trusted.*/security.* xattrs are skipped, a
+	// device node is refused, and set-user-ID and set-group-ID bits are
+	// dropped: the files belong to whoever unpacks, and the bits would lend
+	// that user's identity, not the owner the layer names.
 	Privileged bool
+	// MaxSize bounds the data of the layer: the sum of its entries' sizes,
+	// sparse files at their full size. An entry that crosses it is refused;
+	// it stops a decompression bomb (gigabytes of zeros compress to almost
+	// nothing) early. 0 means DefaultMaxSize; a negative value, no bound.
+	MaxSize int64
 }
+
+// DefaultMaxSize is the bound on a layer's data when UnpackOptions.MaxSize is
+// 0: far above any real image layer, far below a disk's worth of zeros.
+const DefaultMaxSize = 256 << 30
 
 // Unpack applies the layer tar read from r to the directory dir, which should
 // be empty: it becomes the layer's directory, as strata mounts it.
@@ -66,9 +77,10 @@ type UnpackOptions struct {
 // "..", no symlink), never by joining strings. An entry is refused with a
 // *RefusedError naming it when its name is absolute or holds "..", when a
 // parent on its path is a symlink, when a hard link points outside the layer,
-// when it is a device node and Privileged is not set, and when it collides with
-// a whiteout of the same layer (an entry and a whiteout of the same name, or an
-// entry below a whited-out name).
+// when it is a device node and Privileged is not set, when it is a whiteout of
+// no name (".wh..", ".wh..."), when it collides with a whiteout of the same
+// layer (an entry and a whiteout of the same name, or an entry below a
+// whited-out name), and when the layer's data passes MaxSize.
 //
 // On error the state of dir is undefined: the caller unpacks into a staging
 // directory and removes it.
@@ -90,6 +102,11 @@ func Unpack(dir string, r io.Reader, opts UnpackOptions) (err error) {
 		u.closeLast()
 		_ = unix.Close(root) // an O_PATH descriptor: nothing to flush
 	}()
+	maxSize := opts.MaxSize
+	if maxSize == 0 {
+		maxSize = DefaultMaxSize
+	}
+	var total int64 // the data of the entries so far
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -98,6 +115,11 @@ func Unpack(dir string, r io.Reader, opts UnpackOptions) (err error) {
 		}
 		if err != nil {
 			return fmt.Errorf("read tar: %w", err)
+		}
+		// Every entry counts, the ones whose data is skipped (whiteouts,
+		// hard links) too: the tar reader reads through it all the same.
+		if total += hdr.Size; maxSize > 0 && (hdr.Size > maxSize || total > maxSize) {
+			return refuse(hdr.Name, "the layer's data passes %d bytes, the most a layer may hold (UnpackOptions.MaxSize)", maxSize)
 		}
 		if err := u.entry(hdr, tr); err != nil {
 			return err
@@ -198,6 +220,12 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	kind, target := whiteout.Classify(name, stMode(hdr), uint64(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
 	switch kind {
 	case whiteout.Meta:
+		if !strings.HasPrefix(name, whiteout.MetaPrefix) {
+			// ".wh.", ".wh..", ".wh...": a whiteout of no name a layer
+			// can hold (the directory itself, its parent). A union would
+			// ignore it; an image that carries one is broken or hostile.
+			return refuse(hdr.Name, "whiteout of %q, which is not a name", strings.TrimPrefix(name, whiteout.Prefix))
+		}
 		return nil
 	case whiteout.OpaqueMark:
 		if p, ok := u.hiddenBy(dir); ok {
@@ -397,8 +425,14 @@ func (u *unpacker) regular(hdr *tar.Header, pfd int, name string, r io.Reader) (
 			err = fmt.Errorf("unpack entry: %s: close: %w", hdr.Name, cerr)
 		}
 	}()
-	if err := u.writeSparse(fd, r); err != nil {
+	n, err := u.writeSparse(fd, r)
+	if err != nil {
 		return fmt.Errorf("unpack entry: %s: %w", hdr.Name, err)
+	}
+	if n != hdr.Size {
+		// The tar reader says io.ErrUnexpectedEOF for a stream cut short,
+		// the same error io.ReadFull gives at an entry's end.
+		return fmt.Errorf("unpack entry: %s: data ends after %d of %d bytes: %w", hdr.Name, n, hdr.Size, io.ErrUnexpectedEOF)
 	}
 	if hdr.Size >= 1<<20 {
 		// Start the writeback now, without waiting for it: the syncfs(2)
@@ -413,8 +447,8 @@ func (u *unpacker) regular(hdr *tar.Header, pfd int, name string, r io.Reader) (
 const block = 4096
 
 // writeSparse copies r to fd, seeking over every all-zero block, and sets the
-// size at the end so that a trailing hole counts.
-func (u *unpacker) writeSparse(fd int, r io.Reader) error {
+// size at the end so that a trailing hole counts. It returns the size.
+func (u *unpacker) writeSparse(fd int, r io.Reader) (int64, error) {
 	var off int64
 	for {
 		n, rerr := io.ReadFull(r, u.buf)
@@ -435,7 +469,7 @@ func (u *unpacker) writeSparse(fd int, r io.Reader) error {
 			j = min(j, len(b))
 			if j > 0 {
 				if err := pwriteAll(fd, b[:j], off); err != nil {
-					return err
+					return off, err
 				}
 				off += int64(j)
 				b = b[j:]
@@ -445,13 +479,13 @@ func (u *unpacker) writeSparse(fd int, r io.Reader) error {
 			break
 		}
 		if rerr != nil {
-			return rerr
+			return off, rerr
 		}
 	}
 	if err := unix.Ftruncate(fd, off); err != nil {
-		return &os.PathError{Op: "ftruncate", Err: err}
+		return off, &os.PathError{Op: "ftruncate", Err: err}
 	}
-	return nil
+	return off, nil
 }
 
 func pwriteAll(fd int, b []byte, off int64) error {
@@ -544,6 +578,17 @@ func (u *unpacker) skipXattr(name string, err error) bool {
 	return !u.priv && !strings.HasPrefix(name, "user.") && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP))
 }
 
+// mode is the permission bits to give the entry: without privilege, no
+// set-ID bits (see UnpackOptions.Privileged). A directory keeps its set-group-ID
+// bit, which only makes new entries inherit the directory's group.
+func (u *unpacker) mode(hdr *tar.Header) uint32 {
+	m := uint32(hdr.Mode) & 0o7777
+	if !u.priv && hdr.Typeflag != tar.TypeDir {
+		m &^= unix.S_ISUID | unix.S_ISGID
+	}
+	return m
+}
+
 // fmetadata sets owner, mode, xattrs and times of an open regular file.
 func (u *unpacker) fmetadata(hdr *tar.Header, fd, pfd int, name string) error {
 	if u.priv {
@@ -551,7 +596,7 @@ func (u *unpacker) fmetadata(hdr *tar.Header, fd, pfd int, name string) error {
 			return fmt.Errorf("unpack entry: %s: %w", hdr.Name, &os.PathError{Op: "fchown", Path: name, Err: err})
 		}
 	}
-	if err := unix.Fchmod(fd, uint32(hdr.Mode)&0o7777); err != nil {
+	if err := unix.Fchmod(fd, u.mode(hdr)); err != nil {
 		return fmt.Errorf("unpack entry: %s: %w", hdr.Name, &os.PathError{Op: "fchmod", Path: name, Err: err})
 	}
 	names, values, _ := paxXattrs(hdr)
@@ -573,7 +618,7 @@ func (u *unpacker) metadata(hdr *tar.Header, pfd int, name string) error {
 		}
 	}
 	if !isLink { // a symlink has no mode of its own
-		if err := unix.Fchmodat(pfd, name, uint32(hdr.Mode)&0o7777, 0); err != nil {
+		if err := unix.Fchmodat(pfd, name, u.mode(hdr), 0); err != nil {
 			return fmt.Errorf("unpack entry: %s: %w", hdr.Name, &os.PathError{Op: "fchmodat", Path: name, Err: err})
 		}
 	}

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -25,6 +26,13 @@ import (
 const (
 	fsxEnv     = "STRATA_FSX" // path:seed:ops, set in the child
 	fsxMaxSize = 4 << 20
+	// The lower file has a hole here, punched after it is written.
+	fsxHoleStart, fsxHoleEnd = 256 << 10, 768 << 10
+)
+
+var (
+	fsxOps   = flag.Int("fsx.ops", 3000, "fsx: operations per seed and whiteout format (make stress: 100000)")
+	fsxSeeds = flag.Int("fsx.seeds", 1, "fsx: how many seeds to run, from STRATA_FSX_SEED (or the clock) on")
 )
 
 func TestFsx(t *testing.T) {
@@ -35,20 +43,39 @@ func TestFsx(t *testing.T) {
 	if s := os.Getenv("STRATA_FSX_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
-	ops := 3000
+	ops := *fsxOps
 	if testing.Short() {
-		ops = 500
+		ops = min(ops, 500)
 	}
+	for k := range *fsxSeeds {
+		t.Run(fmt.Sprint("seed-", seed+uint64(k)), func(t *testing.T) { runFsx(t, seed+uint64(k), ops) })
+	}
+}
+
+func runFsx(t *testing.T, seed uint64, ops int) {
 	initial := make([]byte, 1<<20+123)
 	fill := rand.New(rand.NewPCG(seed, 1))
 	for i := range initial {
 		initial[i] = byte(fill.Uint32())
 	}
+	clear(initial[fsxHoleStart:fsxHoleEnd])
 	for _, f := range []whiteout.Format{whiteout.OCI, whiteout.Overlay} {
 		t.Run(f.String(), func(t *testing.T) {
 			s := newStack(t, 2, func(i int, dir string) {
 				if i == 0 {
-					if err := os.WriteFile(filepath.Join(dir, "f"), initial, 0o644); err != nil {
+					p := filepath.Join(dir, "f")
+					if err := os.WriteFile(p, initial, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					// A hole in the lower file: copy-ups must keep it
+					// reading as zeros.
+					fd, err := unix.Open(p, unix.O_RDWR, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					err = unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, fsxHoleStart, fsxHoleEnd-fsxHoleStart)
+					_ = unix.Close(fd) // a fixture; the content is checked below
+					if err != nil {
 						t.Fatal(err)
 					}
 				}

@@ -5,6 +5,7 @@ package test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,6 +71,7 @@ func mountStrata(t testing.TB, s stack, f whiteout.Format) string {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	guardLowers(t, s.Lowers)
 	srv, err := unionfs.Mount(mnt, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: f})
 	if err != nil {
 		t.Fatalf("mount strata: %v", err)
@@ -110,4 +112,28 @@ func mountOverlay(t testing.TB, s stack) string {
 		}
 	})
 	return mnt
+}
+
+// guardLowers holds strata to its first promise, that lower layers are never
+// written. It takes a raw snapshot of every lower (content, mode, owner, mtime,
+// ctime, inode number and every xattr; not atime, which reads may move) and
+// compares it with a fresh one when the test ends. Call it before the mount:
+// cleanups run last-registered first, so the check comes after the unmount,
+// when nothing can still be in flight.
+//
+// Benchmarks are left out: their layers are big, and they check nothing.
+func guardLowers(t testing.TB, lowers []string) {
+	t.Helper()
+	if _, ok := t.(*testing.B); ok {
+		return
+	}
+	before := make([]tree, len(lowers))
+	for i, l := range lowers {
+		before[i] = snapshot(t, l, snapRaw)
+	}
+	t.Cleanup(func() {
+		for i, l := range lowers {
+			compareTrees(t, fmt.Sprintf("lower layer %s before and after the test", l), "before", before[i], "after", snapshot(t, l, snapRaw))
+		}
+	})
 }

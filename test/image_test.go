@@ -277,6 +277,7 @@ func mountRW(t testing.TB, s *store.Store, ref string) (mnt, upper string, unmou
 			t.Fatal(err)
 		}
 	}
+	guardLowers(t, st.Lowers)
 	srv, err := unionfs.Mount(mnt, unionfs.Config{Lowers: st.Lowers, Upper: upper, Work: work, Whiteout: whiteout.Overlay})
 	if err != nil {
 		t.Fatal(err)

@@ -389,9 +389,14 @@ func snapshot(t testing.TB, root string, mode snapMode) tree {
 	tr := tree{}
 	type inoKey struct{ dev, ino uint64 }
 	byIno := map[inoKey][]string{}
-	var walk func(rel string)
-	walk = func(rel string) {
-		p := filepath.Join(root, filepath.FromSlash(rel))
+	// Below the root, entries are named through their parent directory's
+	// descriptor (/proc/self/fd/N/NAME): a tree may go deeper than PATH_MAX.
+	var walk func(rel string, parent int)
+	walk = func(rel string, parent int) {
+		p := root
+		if parent >= 0 {
+			p = fmt.Sprintf("/proc/self/fd/%d/%s", parent, path.Base(rel))
+		}
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
 			if rel != "." && errors.Is(err, unix.ENOENT) {
@@ -399,7 +404,7 @@ func snapshot(t testing.TB, root string, mode snapMode) tree {
 				tr[rel] = &entry{Type: "LISTED-BUT-ENOENT"}
 				return
 			}
-			t.Fatalf("snapshot: lstat %s: %v", p, err)
+			t.Fatalf("snapshot: lstat %s in %s: %v", rel, root, err)
 		}
 		e := &entry{
 			Type: fileType(st.Mode),
@@ -455,12 +460,12 @@ func snapshot(t testing.TB, root string, mode snapMode) tree {
 		case "dir":
 			f, err := os.Open(p)
 			if err != nil {
-				t.Fatalf("snapshot: %v", err)
+				t.Fatalf("snapshot: %s: %v", rel, err)
 			}
+			defer func() { _ = f.Close() }() // read only; the children are named through it
 			ents, err := f.ReadDir(-1)
-			_ = f.Close() // read only
 			if err != nil {
-				t.Fatalf("snapshot: readdir %s: %v", p, err)
+				t.Fatalf("snapshot: readdir %s in %s: %v", rel, root, err)
 			}
 			seen := map[string]int{}
 			for _, de := range ents {
@@ -486,7 +491,7 @@ func snapshot(t testing.TB, root string, mode snapMode) tree {
 						continue
 					}
 				}
-				walk(childRel)
+				walk(childRel, int(f.Fd()))
 				c := tr[childRel]
 				if n := seen[name]; n > 1 {
 					c.Dups = n - 1
@@ -508,7 +513,7 @@ func snapshot(t testing.TB, root string, mode snapMode) tree {
 			}
 		}
 	}
-	walk(".")
+	walk(".", -1)
 	for _, names := range byIno {
 		for _, n := range names {
 			var others []string
@@ -554,7 +559,13 @@ func readXattrs(t testing.TB, p string, mode snapMode) map[string]string {
 	}
 	out := map[string]string{}
 	for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
-		if name == "" || strings.HasPrefix(name, "security.") || strings.HasPrefix(name, "system.") {
+		if name == "" {
+			continue
+		}
+		if mode != snapRaw && (strings.HasPrefix(name, "security.") || strings.HasPrefix(name, "system.")) {
+			// Host-specific (SELinux labels) or folded into the mode
+			// (ACLs) in merged views; a raw snapshot keeps them, since a
+			// lower layer must keep them too.
 			continue
 		}
 		if mode == snapMerged && strings.HasPrefix(name, "trusted.overlay.") {

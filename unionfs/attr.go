@@ -69,6 +69,11 @@ func (n *node) setattr(f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) s
 		name = "."
 	}
 
+	if n.u.statOverride != "" {
+		if in, err = n.setattrOverride(in, -1, dfd, name); err != nil {
+			return toErrno(err)
+		}
+	}
 	if u, g, ok, err := n.u.ownerOf(in); err != nil {
 		return toErrno(err)
 	} else if ok {
@@ -114,12 +119,19 @@ func (n *node) setattr(f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) s
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	n.u.overrideAt(&out.Attr, upperLayer, rel)
 	n.fixAttr(&out.Attr)
 	return 0
 }
 
 // setattrFd applies in to an upper file reachable only through fd.
 func (n *node) setattrFd(fd int, in *fuse.SetAttrIn) syscall.Errno {
+	if n.u.statOverride != "" {
+		var err error
+		if in, err = n.setattrOverride(in, fd, -1, ""); err != nil {
+			return toErrno(err)
+		}
+	}
 	if u, g, ok, err := n.u.ownerOf(in); err != nil {
 		return toErrno(err)
 	} else if ok {

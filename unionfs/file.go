@@ -170,7 +170,17 @@ const keptOpenFlags = syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_TRUNC | s
 
 // openFile opens the node's file in its current layer with open(2) flags and
 // registers the handle with the node.
+//
+// It holds the node's copy-up lock from the choice of layer to the handle's
+// registration. Otherwise a reader could open the lower file, a writer copy it
+// up and open the copy for passthrough, and only then the reader register its
+// handle, as cached: the kernel, which allows one I/O mode per inode, would
+// fail one of the two opens with EIO. With the lock, a copy-up finds every
+// earlier handle registered (and moves it to the copy), and every later open
+// finds the copy.
 func (n *node) openFile(flags int) (*file, error) {
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
 	flags &= keptOpenFlags
 	l := n.where()
 	if l != upperLayer {

@@ -41,6 +41,11 @@ type Config struct {
 	// IDs translates owners between the layers and the merged tree; nil
 	// shows them as stored.
 	IDs IDMapper
+	// StatOverride names the xattr that holds the owner and permission bits
+	// files show, as fuse-overlayfs's xattr_permissions= does (see
+	// statoverride.go: OverrideXattrPrivileged, OverrideXattrUser); "" shows
+	// the disk's.
+	StatOverride string
 	// Logger receives diagnostics (passthrough refused, and the like); nil
 	// means the standard logger.
 	Logger *log.Logger
@@ -114,6 +119,9 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	}
 	u.ids.init(devs)
 	u.ids.mapper = cfg.IDs
+	if err := u.initStatOverride(cfg.StatOverride); err != nil {
+		return nil, err
+	}
 	u.names = layerNames(cfg)
 	if u.stack, err = stackInfo(cfg, u.names, u.upper).marshal(); err != nil {
 		return nil, err

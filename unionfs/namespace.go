@@ -52,6 +52,13 @@ func (n *node) owner(ctx context.Context) (uid, gid int, setgid bool, err error)
 	if err := n.u.statx(upperLayer, n.rel(), &st); err != nil {
 		return 0, 0, false, err
 	}
+	if n.u.overridable(uint32(st.Mode)) {
+		// The directory's mode and group are the ones it shows.
+		if o, ok := n.u.readOverrideAt(upperLayer, n.rel()); ok {
+			st.Mode = st.Mode&syscall.S_IFMT | uint16(o.mode)
+			st.Gid = o.gid
+		}
+	}
 	setgid = st.Mode&syscall.S_ISGID != 0
 	if uid, gid, err = n.u.storedOwner(uid, gid); err != nil {
 		return 0, 0, false, err
@@ -63,14 +70,23 @@ func (n *node) owner(ctx context.Context) (uid, gid int, setgid bool, err error)
 }
 
 // make creates name in n with create (see cow.Upper.Make) and returns its node.
+// mode is the new entry's st_mode: its type, and its permission bits for the
+// stat override.
 func (n *node) make(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, create func(dirfd int, name string) error) (*node, error) {
 	idx, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, err
 	}
-	uid, gid, _, err := n.owner(ctx)
+	uid, gid, setgid, err := n.owner(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if n.u.statOverride != "" {
+		if setgid && mode&syscall.S_IFMT == syscall.S_IFDIR {
+			mode |= syscall.S_ISGID // a new directory inherits the bit
+		}
+		create = n.u.overrideCreate(create, mode, uid, gid)
+		uid, gid = -1, -1
 	}
 	n.mu.Lock()
 	replaces := idx.whiteouts[name]
@@ -109,14 +125,15 @@ var _ = (fs.NodeCreater)((*node)(nil))
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
-	child, err := n.make(ctx, name, syscall.S_IFREG, out, func(dirfd int, nm string) error {
+	onDisk := n.u.backingMode(mode & 07777)
+	child, err := n.make(ctx, name, syscall.S_IFREG|mode&07777, out, func(dirfd int, nm string) error {
 		var err error
-		fd, err = unix.Openat(dirfd, nm, int(flags&keptOpenFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode&07777)
+		fd, err = unix.Openat(dirfd, nm, int(flags&keptOpenFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, onDisk)
 		if err != nil {
 			return err
 		}
 		// The daemon's umask must not touch the mode the kernel computed.
-		return unix.Fchmod(fd, mode&07777)
+		return unix.Fchmod(fd, onDisk)
 	})
 	if err != nil {
 		if fd >= 0 {
@@ -131,8 +148,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 var _ = (fs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	child, err := n.make(ctx, name, syscall.S_IFDIR, out, func(dirfd int, nm string) error {
-		if err := unix.Mkdirat(dirfd, nm, mode&07777); err != nil {
+	onDisk := n.u.backingMode(mode & 07777)
+	child, err := n.make(ctx, name, syscall.S_IFDIR|mode&07777, out, func(dirfd int, nm string) error {
+		if err := unix.Mkdirat(dirfd, nm, onDisk); err != nil {
 			return err
 		}
 		var st unix.Stat_t
@@ -140,7 +158,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 			return err
 		}
 		// Keep a set-group-ID bit the filesystem inherited from the parent.
-		return unix.Fchmodat(dirfd, nm, mode&07777|st.Mode&syscall.S_ISGID, 0)
+		return unix.Fchmodat(dirfd, nm, onDisk|st.Mode&syscall.S_ISGID, 0)
 	})
 	if err != nil {
 		return nil, toErrno(err)
@@ -314,7 +332,7 @@ func (n *node) emptyDir(name string, e *entry) (bool, error) {
 
 // remove takes name (entry e) out of n: a whiteout when a lower layer holds it,
 // else a plain removal from the upper.
-func (n *node) remove(name string, e *entry, dir bool) error {
+func (n *node) remove(name string, e *entry, dir bool) (rerr error) {
 	if n.u.readOnly() {
 		return errReadOnly
 	}
@@ -332,6 +350,16 @@ func (n *node) remove(name string, e *entry, dir bool) error {
 		}
 		if st.Nlink <= 1 || dir {
 			gone = &st
+		}
+	}
+	if gone != nil {
+		dev := unix.Mkdev(gone.Dev_major, gone.Dev_minor)
+		if id, ok := n.u.ids.forget(dev, gone.Ino); ok {
+			defer func() {
+				if rerr != nil {
+					n.u.ids.remember(dev, gone.Ino, id) // still there after all
+				}
+			}()
 		}
 	}
 	var err error
@@ -356,9 +384,6 @@ func (n *node) remove(name string, e *entry, dir bool) error {
 		} else {
 			n.u.tracer.Trace(Event{Op: OpRemove, Path: tracePath(crel)})
 		}
-	}
-	if gone != nil {
-		n.u.ids.forget(unix.Mkdev(gone.Dev_major, gone.Dev_minor), gone.Ino)
 	}
 	n.mu.Lock()
 	n.idx.remove(name)
@@ -421,12 +446,19 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	fd, err := beneath.Open(n.u.layers[upperLayer].root, n.rel(), int(flags&keptOpenFlags)|unix.O_TMPFILE, mode&07777)
+	onDisk := n.u.backingMode(mode & 07777)
+	fd, err := beneath.Open(n.u.layers[upperLayer].root, n.rel(), int(flags&keptOpenFlags)|unix.O_TMPFILE, onDisk)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	if err := unix.Fchown(fd, uid, gid); err == nil {
-		err = unix.Fchmod(fd, mode&07777)
+	if n.u.statOverride != "" {
+		o := statOverride{uid: uint32(uid), gid: uint32(gid), mode: mode & 07777}
+		err = unix.Fsetxattr(fd, n.u.statOverride, o.value(), 0)
+	} else {
+		err = unix.Fchown(fd, uid, gid)
+	}
+	if err == nil {
+		err = unix.Fchmod(fd, onDisk)
 	}
 	var st unix.Statx_t
 	if err == nil {
@@ -440,6 +472,11 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	child := &node{u: n.u, layer: upperLayer}
 	ch := n.NewInode(ctx, child, id)
 	attrFromStatx(&out.Attr, &st)
+	if n.u.overridable(uint32(st.Mode)) {
+		if o, ok := n.u.readOverrideFd(fd); ok {
+			o.apply(&out.Attr)
+		}
+	}
 	child.fixAttr(&out.Attr)
 	return ch, child.addFile(fd, false).handle(), openFlags, 0
 }

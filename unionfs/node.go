@@ -18,7 +18,8 @@ type node struct {
 	fs.Inode
 	u *union
 
-	// copyMu serialises copy-ups of this node, so that two writers copy it once.
+	// copyMu serialises copy-ups of this node, so that two writers copy it once,
+	// and opens with them (openFile), so that no open straddles a copy-up.
 	copyMu sync.Mutex
 
 	mu sync.Mutex // guards the fields below
@@ -99,12 +100,14 @@ func (n *node) newChild(ctx context.Context, name string, e *entry, st *unix.Sta
 	}
 	ch := n.NewInode(ctx, child, id)
 	attrFromStatx(&out.Attr, st)
+	n.u.overrideAt(&out.Attr, e.layer, beneath.Join(n.rel(), name))
 	got := ch.Operations().(*node)
 	got.fixAttr(&out.Attr)
 	return ch
 }
 
-// fixAttr corrects what the layer's stat cannot know.
+// fixAttr corrects what the layer's stat cannot know. The stat override
+// (overrideAt) comes before it: it holds stored ids, which fixAttr maps.
 func (n *node) fixAttr(a *fuse.Attr) {
 	a.Ino = n.StableAttr().Ino
 	a.Uid, a.Gid = n.u.shownOwner(a.Uid, a.Gid)
@@ -204,10 +207,12 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return syscall.ESTALE
 	}
 	var st unix.Statx_t
-	if err := n.u.statx(n.where(), n.rel(), &st); err != nil {
+	l, rel := n.where(), n.rel()
+	if err := n.u.statx(l, rel, &st); err != nil {
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	n.u.overrideAt(&out.Attr, l, rel)
 	n.fixAttr(&out.Attr)
 	return 0
 }
@@ -216,16 +221,27 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 // the descriptor is still the lower file's.
 func (n *node) fstat(fh *file, notLower bool, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Stat_t
+	var o statOverride
+	var overridden bool
 	errno := fh.use(func(fd int, lower bool) syscall.Errno {
 		if lower && notLower {
 			return syscall.ESTALE
 		}
-		return toErrno(unix.Fstat(fd, &st))
+		if err := unix.Fstat(fd, &st); err != nil {
+			return toErrno(err)
+		}
+		if n.u.overridable(st.Mode) {
+			o, overridden = n.u.readOverrideFd(fd)
+		}
+		return 0
 	})
 	if errno != 0 {
 		return errno
 	}
 	attrFromStat(&out.Attr, &st)
+	if overridden {
+		o.apply(&out.Attr)
+	}
 	n.fixAttr(&out.Attr)
 	return 0
 }

@@ -39,7 +39,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return toErrno(n.rename(name, np, newName, flags))
 }
 
-func (n *node) rename(name string, np *node, newName string, flags uint32) error {
+func (n *node) rename(name string, np *node, newName string, flags uint32) (rerr error) {
 	se, sidx, err := n.lookupEntry(name)
 	if err != nil {
 		return err
@@ -119,6 +119,18 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 			replaced = &st
 		}
 	}
+	renamed := false // the upper rename is done: the replaced inode is gone
+	if replaced != nil {
+		// Before the rename frees it: see identities.forget.
+		dev := unix.Mkdev(replaced.Dev_major, replaced.Dev_minor)
+		if id, ok := n.u.ids.forget(dev, replaced.Ino); ok {
+			defer func() {
+				if rerr != nil && !renamed {
+					n.u.ids.remember(dev, replaced.Ino, id) // still there after all
+				}
+			}()
+		}
+	}
 	if destWhiteout && !dexists && se.mode == syscall.S_IFDIR {
 		// rename(2) cannot put a directory over the whiteout's device node.
 		if err := n.u.upper.RemoveWhiteout(np.rel(), newName); err != nil {
@@ -128,7 +140,19 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 	// RENAME_NOREPLACE was checked against the merged view above; in the upper
 	// the target may still be a whiteout, which the entry must replace.
 	flags &^= unix.RENAME_NOREPLACE
-	if err := n.u.renameUpper(n.rel(), name, np.rel(), newName, flags); err != nil {
+	if !exchange && srcBelow {
+		// The old name's whiteout must exist the moment the entry leaves
+		// it: written after the rename, a crash in between would show the
+		// lower entry again beside the moved one.
+		wflags, err := n.u.upper.WhiteoutFirst(n.rel(), name)
+		if err != nil {
+			return err
+		}
+		flags |= uint32(wflags)
+	}
+	err = n.u.renameUpper(n.rel(), name, np.rel(), newName, flags)
+	renamed = err == nil
+	if err != nil {
 		if !(errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST)) || !dexists || de.mode != syscall.S_IFDIR {
 			return err
 		}
@@ -144,6 +168,7 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 		if err := n.u.renameUpper(n.rel(), name, np.rel(), newName, unix.RENAME_EXCHANGE); err != nil {
 			return err
 		}
+		renamed = true
 		if !srcBelow {
 			if err := n.u.upper.RemoveAll(srcRel); err != nil {
 				return err
@@ -160,9 +185,6 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) error
 		if err := n.u.upper.RemoveWhiteout(np.rel(), newName); err != nil {
 			return err
 		}
-	}
-	if replaced != nil {
-		n.u.ids.forget(unix.Mkdev(replaced.Dev_major, replaced.Dev_minor), replaced.Ino)
 	}
 	if n.u.tracer != nil {
 		n.u.traceRename(srcRel, dstRel, &se, srcMoved, exchange, srcBelow, dstBelow)
@@ -268,7 +290,14 @@ func (u *union) renameUpper(oldDir, oldName, newDir, newName string, flags uint3
 		return err
 	}
 	defer unix.Close(nfd)
-	if err := unix.Renameat2(ofd, oldName, nfd, newName, uint(flags)); err != nil {
+	err = unix.Renameat2(ofd, oldName, nfd, newName, uint(flags))
+	if (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) && flags&unix.RENAME_WHITEOUT != 0 {
+		// A filesystem without RENAME_WHITEOUT, or no CAP_MKNOD on an old
+		// kernel: the whiteout comes after the rename (cow.Upper.Whiteout),
+		// a moment later.
+		err = unix.Renameat2(ofd, oldName, nfd, newName, uint(flags&^unix.RENAME_WHITEOUT))
+	}
+	if err != nil {
 		return &fsError{op: "renameat2", layer: upperLayer, rel: beneath.Join(oldDir, oldName), err: err}
 	}
 	return nil

@@ -66,7 +66,11 @@ type serveLoop struct {
 	readers int // all readers
 
 	done sync.WaitGroup // every reader has left: the mount is gone
-	bufs sync.Pool      // *buffers, so that readers come and go without garbage
+	// free holds the buffers of readers that left, for the next to start:
+	// 2 MiB each, too big to allocate (and clear, and fault in) every time
+	// a slow request starts a reader. Not a sync.Pool, which every garbage
+	// collection empties; there are never more than maxReaders.
+	free []*buffers
 }
 
 // buffers are one reader's request and answer space.
@@ -75,18 +79,32 @@ type buffers struct {
 }
 
 func newServeLoop(dev *fusedev.Dev, ps *fuse.ProtocolServer, logger *log.Logger, debug bool) *serveLoop {
-	s := &serveLoop{dev: dev, ps: ps, logger: logger, debug: debug}
-	s.bufs.New = func() any {
-		return &buffers{in: make([]byte, reqBufSize), out: make([]byte, maxIO+64<<10)}
+	return &serveLoop{dev: dev, ps: ps, logger: logger, debug: debug}
+}
+
+// getBuffers returns a free pair of buffers, or new ones.
+func (s *serveLoop) getBuffers() *buffers {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.free); n > 0 {
+		b := s.free[n-1]
+		s.free = s.free[:n-1]
+		return b
 	}
-	return s
+	return &buffers{in: make([]byte, reqBufSize), out: make([]byte, maxIO+64<<10)}
+}
+
+func (s *serveLoop) putBuffers(b *buffers) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.free = append(s.free, b)
 }
 
 // init answers the kernel's first request, INIT, and returns the capability
 // flags the kernel offered. Nothing else on the mount is answered before it.
 func (s *serveLoop) init() (uint64, error) {
-	b := s.bufs.Get().(*buffers)
-	defer s.bufs.Put(b)
+	b := s.getBuffers()
+	defer s.putBuffers(b)
 	n, err := s.dev.Read(b.in)
 	if err != nil {
 		return 0, err
@@ -119,8 +137,8 @@ func (s *serveLoop) wait() { s.done.Wait() }
 // reader is waiting.
 func (s *serveLoop) read() {
 	defer s.done.Done()
-	b := s.bufs.Get().(*buffers)
-	defer s.bufs.Put(b)
+	b := s.getBuffers()
+	defer s.putBuffers(b)
 	stuck := time.AfterFunc(time.Hour, s.unstick)
 	stuck.Stop()
 	defer stuck.Stop()

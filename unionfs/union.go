@@ -38,6 +38,10 @@ type union struct {
 	// have one.
 	selinux bool
 
+	// statOverride names the xattr that holds the owner and mode files show
+	// (Config.StatOverride, statoverride.go); "" turns that off.
+	statOverride string
+
 	// tracer receives the union's decisions (trace.go); nil traces nothing.
 	tracer Tracer
 	// names label the layers in traces, by index (Config.Names).
@@ -57,7 +61,8 @@ func (u *union) readOnly() bool { return u.upper == nil }
 // from the merged tree.
 func (u *union) ownXattr(name string) bool {
 	privileged := u.upper == nil || u.upper.Privileged
-	return name == StackXattr || whiteout.IsOwnXattr(name, privileged)
+	return name == StackXattr || whiteout.IsOwnXattr(name, privileged) ||
+		(u.statOverride != "" && name == u.statOverride)
 }
 
 // statx reads the attributes of rel in layer l without following a final
@@ -226,10 +231,24 @@ func (t *identities) copiedUp(st *unix.Stat_t, id fs.StableAttr) {
 	t.copied[devIno{st.Dev, st.Ino}] = id
 }
 
-// forget drops the copy-up record of an upper inode that is gone, so that a new
-// file reusing its number is not taken for the old node.
-func (t *identities) forget(dev, ino uint64) {
+// forget drops the copy-up record of an upper inode about to go, so that a new
+// file reusing its number is not taken for the old node. Call it before the
+// inode goes: the filesystem may hand its number to an entry another request
+// makes the moment it is freed, and that entry must not get the old identity
+// (a directory made with a file's identity fails with EIO in the kernel). It
+// returns the record, for remember to put back if the removal fails.
+func (t *identities) forget(dev, ino uint64) (fs.StableAttr, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.copied, devIno{dev, ino})
+	k := devIno{dev, ino}
+	id, ok := t.copied[k]
+	delete(t.copied, k)
+	return id, ok
+}
+
+// remember puts back a record that forget dropped.
+func (t *identities) remember(dev, ino uint64, id fs.StableAttr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.copied[devIno{dev, ino}] = id
 }

@@ -272,6 +272,7 @@ func TestDaemonChildFailure(t *testing.T) {
 type foreground struct {
 	cmd    *exec.Cmd
 	stderr chan string // all of stderr, once it ends
+	early  string      // stderr up to "strata: serving"
 }
 
 // serve starts `strata mount args...` and returns once it says it serves: its
@@ -297,6 +298,7 @@ func serve(t *testing.T, args ...string) *foreground {
 			n, err := r.Read(buf)
 			all.Write(buf[:n])
 			if serving != nil && strings.Contains(all.String(), "strata: serving") {
+				fg.early = all.String()
 				close(serving)
 				serving = nil
 			}
@@ -352,4 +354,40 @@ func TestUmountDeadMount(t *testing.T) {
 		t.Errorf("got exit %d, stderr %q; want 0 and a note that it was detached", code, stderr)
 	}
 	waitMounted(t, mnt, false)
+}
+
+// TestMountOverDeadMount: a killed daemon leaves its union mounted and dead;
+// the next strata mount on the same point detaches it, says so, and mounts.
+func TestMountOverDeadMount(t *testing.T) {
+	requireMount(t)
+	base, app, mnt := stack(t)
+	fg := serve(t, "--layer", base, mnt)
+	if err := fg.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = fg.wait() // killed; its status is known
+	// Past the kernel's attribute cache, which still answers.
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, mnt, unix.AT_STATX_FORCE_SYNC, unix.STATX_TYPE, &stx); !errors.Is(err, unix.ENOTCONN) {
+		t.Fatalf("statx of the dead mount: %v, want ENOTCONN", err)
+	}
+	fg = serve(t, "--layer", base, "--layer", app, mnt)
+	if !strings.Contains(fg.early, "was gone") || !strings.Contains(fg.early, "detached") {
+		t.Errorf("stderr %q: want a note that the dead union was detached", fg.early)
+	}
+	checkRead(t, mnt)
+	if err := fg.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if stderr, err := fg.wait(); err != nil {
+		t.Errorf("after SIGTERM: %v; stderr %q", err, stderr)
+	}
+	waitMounted(t, mnt, false)
+	if ms, err := mounts.Self(); err == nil {
+		for _, m := range ms {
+			if m.Mountpoint == mnt {
+				t.Errorf("still in the mount table: %+v", m)
+			}
+		}
+	}
 }

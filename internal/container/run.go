@@ -57,6 +57,10 @@ type Options struct {
 	// Signals are forwarded to the container's first process once it runs;
 	// nil means SIGINT, SIGTERM, SIGHUP and SIGQUIT.
 	Signals []os.Signal
+	// Trace, when not nil, receives the union's decisions (`run
+	// --trace`); its layers are named "init" and by the image layers'
+	// short diff_ids.
+	Trace unionfs.Tracer
 }
 
 // Result is how a container ended.
@@ -149,7 +153,7 @@ func Run(ctx context.Context, s *layers.Store, o Options) (res Result, err error
 	if ctx.Err() != nil {
 		return res, ctx.Err()
 	}
-	srv, err := mountUnion(c)
+	srv, err := mountUnion(c, layerNames(s, c), o.Trace)
 	if err != nil {
 		return res, err
 	}
@@ -337,11 +341,28 @@ func buildEnv(image, user []string, hostname string, tty bool) []string {
 	return env
 }
 
+// Lowers are the container's read-only layers, top first: its init layer,
+// then the image's layers. Its upper is on top of them.
+func (c *Container) Lowers() []string {
+	return append([]string{c.path("init")}, c.Config.Lowers...)
+}
+
+// layerNames names c's lowers in traces: "init", then the short diff_id of
+// each of the store's layers ("" for a --layer directory: its index names it).
+func layerNames(s *layers.Store, c *Container) []string {
+	names := []string{"init"}
+	for _, l := range c.Config.Lowers {
+		names = append(names, s.LayerName(l))
+	}
+	return names
+}
+
 // mountUnion mounts the container's tree on its rootfs: the image's layers,
-// the init layer on them, the upper on top.
-func mountUnion(c *Container) (*unionfs.Server, error) {
+// the init layer on them, the upper on top. names label the lowers, top first,
+// in trace's lines.
+func mountUnion(c *Container, names []string, trace unionfs.Tracer) (*unionfs.Server, error) {
 	st := layers.Stack{
-		Lowers: append([]string{c.path("init")}, c.Config.Lowers...),
+		Lowers: c.Lowers(),
 		Upper:  c.Upper(),
 		Work:   c.path("work"),
 	}
@@ -353,7 +374,8 @@ func mountUnion(c *Container) (*unionfs.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return unionfs.Mount(mnt, unionfs.Config{Lowers: r.Lowers, Upper: r.Upper, Work: r.Work, FsName: "strata"})
+	return unionfs.Mount(mnt, unionfs.Config{Lowers: r.Lowers, Upper: r.Upper, Work: r.Work, FsName: "strata",
+		Trace: trace, Names: names})
 }
 
 // unmountUnion unmounts the container's tree. Its mount namespace died with

@@ -206,6 +206,26 @@ func Unmount(path, fstype string) (Result, error) {
 	return Unmounted, unmount(path, 0)
 }
 
+// DetachDead detaches the FUSE mount of type fstype at path, an absolute, clean
+// path, if its server has died (it answers ENOTCONN), and reports whether it
+// did. Anything else there (nothing, a live mount, a silent one, a mount of
+// another type) is left as it is, with false: the caller's own checks refuse
+// it. A mount whose server died is of no use to anyone, and nothing but an
+// unmount removes it, so the next mount on that point may clear it.
+func DetachDead(path, fstype string) (bool, error) {
+	m, ok, err := Lookup(path)
+	if err != nil || !ok || m.FSType != fstype {
+		return false, err
+	}
+	if probe(path) != gone {
+		return false, nil
+	}
+	if err := unmount(path, unix.MNT_DETACH); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // ErrNoAnswer is returned by Unmount for a FUSE mount whose server is alive
 // but does not answer: unmounting it would leave requests hanging. umount -l
 // detaches it all the same.

@@ -27,6 +27,9 @@
 //
 // # The init stage, step by step
 //
+//  0. Mark every descriptor but 0, 1 and 2 close-on-exec: the command gets
+//     nothing its caller left open (a directory of the host held open is a
+//     way out of any root: runc's CVE-2024-21626).
 //  1. unshare(CLONE_NEWCGROUP), now that the parent has put us in our cgroup:
 //     the container sees its own cgroup as the root.
 //  2. Make every mount private (MS_REC|MS_PRIVATE on /): nothing mounted or
@@ -43,8 +46,8 @@
 //     /proc/kcore, /sys/firmware, ...) and make its read-only paths read-only
 //     (/proc/sys, /proc/sysrq-trigger, ...).
 //  6. Set the hostname, bring up the loopback of a new network namespace.
-//  7. Drop the capabilities outside Docker's default set from the bounding
-//     set, take the user and groups (names looked up in the image's
+//  7. Drop the capabilities outside Docker's default set, and CAP_MKNOD
+//     (see Limits), from the bounding set, take the user and groups (names looked up in the image's
 //     /etc/passwd and /etc/group), change to the working directory, find the
 //     command on the image's PATH, and execve it: it is PID 1.
 //
@@ -54,8 +57,12 @@
 //
 // # Limits
 //
-// The container runs as real root with Docker's default capabilities, no
-// seccomp filter and no device cgroup: the namespaces, the bounding set and
-// the masked paths are the whole of its fence. A user namespace (root in the
+// The container runs as real root with Docker's default capabilities less
+// CAP_MKNOD, no seccomp filter and no device cgroup: the namespaces, the
+// bounding set and the masked paths are the whole of its fence. Docker keeps
+// CAP_MKNOD because its device cgroup refuses to open the nodes a container
+// makes; without one, a block device made in /dev (a tmpfs that honours
+// device nodes) would read the host's disk. The union itself is mounted
+// nodev and nosuid. test/inside_test.go tries the ways out. A user namespace (root in the
 // container mapped to an unprivileged range) is not implemented.
 package sandbox

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -28,9 +30,15 @@ func IsInit() bool { return len(os.Args) > 0 && (os.Args[0] == InitArg || os.Arg
 // Init runs the init stage and never returns: it becomes the container's
 // command, or exits after writing its error to the parent.
 func Init() {
-	// The command must not inherit the error pipe: its execve closing the
-	// pipe is how the parent learns that it runs.
-	unix.CloseOnExec(errorFD)
+	// The command inherits no descriptor but 0, 1 and 2. Go's exec passes
+	// on every descriptor its caller left open without close-on-exec (a
+	// shell's `exec 5</`, say), and a directory of the host held open in
+	// the container is a way out of it: fchdir(2), or /proc/self/fd/N/..
+	// (runc's CVE-2024-21626). The error pipe closes too: its execve
+	// closing the pipe is how the parent learns that the command runs.
+	if err := closeExecFrom(3); err != nil {
+		fail(os.NewFile(errorFD, "error"), err)
+	}
 	errPipe := os.NewFile(errorFD, "error")
 	spec, err := readSpec()
 	if err == nil && os.Args[0] == InitArg {
@@ -40,6 +48,11 @@ func Init() {
 		err = run(spec, errPipe)
 	}
 	// Only failures get here.
+	fail(errPipe, err)
+}
+
+// fail writes err to the parent and exits.
+func fail(errPipe *os.File, err error) {
 	var serr *StartError
 	if !errors.As(err, &serr) {
 		serr = &StartError{Code: 1, Msg: err.Error()}
@@ -47,6 +60,31 @@ func Init() {
 	b, _ := json.Marshal(serr) // a struct of a string and an int
 	_, _ = errPipe.Write(b)    // the parent reads it; nobody else would
 	os.Exit(serr.Code)
+}
+
+// closeExecFrom marks every descriptor from first on close-on-exec, as runc's
+// utils.CloseExecFrom does: close_range(2) where the kernel has it (5.11),
+// else one by one from /proc/self/fd.
+func closeExecFrom(first int) error {
+	err := unix.CloseRange(uint(first), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
+		return &os.SyscallError{Syscall: "close_range", Err: err}
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("init: close descriptors: %w", err)
+	}
+	for _, e := range ents {
+		// The descriptor ReadDir read with is closed already: that
+		// one fails, harmlessly.
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= first {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
 }
 
 func readSpec() (*Spec, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/strata-fs/strata/internal/container"
 	"github.com/strata-fs/strata/layers"
 )
 
@@ -18,6 +19,7 @@ type diffOptions struct {
 	upper   string
 	options []string // -o, as strata mount reads it
 	format  string
+	store   storeOptions
 }
 
 // NewCmdDiff returns `strata diff`.
@@ -38,11 +40,17 @@ Name the layers as 'strata mount' does: --layer, bottom layer first, or
 accepted and not needed). Whiteouts of both formats are read. The upper may be
 mounted meanwhile: the diff is then of some moment during the walk.
 
-Exit status: 0 with the diff printed (even if empty); 2 for a usage error or a
-refused layer; 1 for any other failure.`,
+With CONTAINER, a container of 'strata run' (running or not) under --root:
+its upper against its init layer and its image's layers, as 'docker diff'
+shows a container. /etc/hostname, /etc/hosts and /etc/resolv.conf, which the
+init layer holds for this run, show only when the container changed them.
+
+Exit status: 0 with the diff printed (even if empty); 2 for a usage error, a
+refused layer or an unknown container; 1 for any other failure.`,
 		Example: `  strata diff --layer base --layer app --upper up
   strata diff -o lowerdir=app:base,upperdir=up
-  strata diff --format json --layer base --upper up`,
+  strata diff --format json --layer base --upper up
+  strata diff web`,
 		Args:         usageArgs(cobra.MaximumNArgs(1)),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -52,6 +60,7 @@ refused layer; 1 for any other failure.`,
 			return o.run(cmd)
 		},
 	}
+	o.store.addFlags(cmd)
 	f := cmd.Flags()
 	f.StringArrayVar(&o.layers, "layer", nil, "a read-only layer `DIR`; repeat, bottom layer first")
 	f.StringVar(&o.upper, "upper", "", "the upper `DIR` to diff")
@@ -120,13 +129,25 @@ func (o *diffOptions) run(cmd *cobra.Command) error {
 	return printChanges(cmd, changes, o.format)
 }
 
-// container diffs a container of `strata run`. Containers are not in this
-// build yet: their state is what names the upper and the layers.
+// container diffs a container of `strata run`: its upper against its lowers,
+// the init layer on top of the image's. The init layer's files are below the
+// upper like any lower's, so they show only where the container wrote them.
 func (o *diffOptions) container(cmd *cobra.Command, name string) error {
 	if o.upper != "" || len(o.layers) > 0 || len(o.options) > 0 {
 		return usagef(cmd, "give either a CONTAINER or --upper and the layers, not both")
 	}
-	return usagef(cmd, "container %q: no containers in this build of strata (strata run); give --upper DIR and the layers", name)
+	if o.format != "text" && o.format != "json" {
+		return usagef(cmd, "--format %q: want text or json", o.format)
+	}
+	c, err := container.Open(o.store.root, name)
+	if err != nil {
+		return err // container.ErrNotFound: exit 2
+	}
+	changes, err := layers.Diff(c.Upper(), c.Lowers())
+	if err != nil {
+		return err
+	}
+	return printChanges(cmd, changes, o.format)
 }
 
 func printChanges(cmd *cobra.Command, changes []layers.Change, format string) error {

@@ -119,14 +119,19 @@ func (o *mountOptions) config(cmd *cobra.Command, mountpoint string) (unionfs.Co
 	if err != nil {
 		return unionfs.Config{}, "", usagef(cmd, "--whiteout: %w", err)
 	}
-	return resolve(s, mountpoint, unionfs.Config{Whiteout: format, Options: extra, Debug: o.debug, Names: names})
+	return resolve(s, mountpoint, unionfs.Config{Whiteout: format, Options: extra, Debug: o.debug, Names: names}, cmd.ErrOrStderr())
 }
 
 // resolve checks the stack s and the mount point against it, and fills cfg's
-// directories with the resolved paths.
-func resolve(s layers.Stack, mountpoint string, cfg unionfs.Config) (unionfs.Config, string, error) {
+// directories with the resolved paths. A strata union whose process died,
+// still mounted on the mount point, is detached first, with a note to stderr:
+// a killed daemon leaves one behind, and it would refuse the new mount.
+func resolve(s layers.Stack, mountpoint string, cfg unionfs.Config, stderr io.Writer) (unionfs.Config, string, error) {
 	r, err := s.Resolve()
 	if err != nil {
+		return unionfs.Config{}, "", err
+	}
+	if err := clearDeadMount(mountpoint, stderr); err != nil {
 		return unionfs.Config{}, "", err
 	}
 	mnt, err := layers.CheckMountpoint(mountpoint, r)
@@ -135,6 +140,23 @@ func resolve(s layers.Stack, mountpoint string, cfg unionfs.Config) (unionfs.Con
 	}
 	cfg.Lowers, cfg.Upper, cfg.Work, cfg.Volatile = r.Lowers, r.Upper, r.Work, r.Volatile
 	return cfg, mnt, nil
+}
+
+// clearDeadMount detaches a strata union whose process died from mountpoint,
+// and says so. A live union there is left for CheckMountpoint to refuse.
+func clearDeadMount(mountpoint string, stderr io.Writer) error {
+	mnt, err := mountpointPath(mountpoint)
+	if err != nil {
+		return nil // CheckMountpoint says what is wrong with it
+	}
+	detached, err := mounts.DetachDead(mnt, fsType)
+	if err != nil {
+		return fmt.Errorf("mount point %s: clear a dead union: %w", mnt, err)
+	}
+	if detached {
+		_, _ = fmt.Fprintf(stderr, "strata: %s: the strata process of the union mounted here was gone (transport endpoint is not connected); detached it\n", mnt) // a note; the mount goes on
+	}
+	return nil
 }
 
 func (o *mountOptions) run(cmd *cobra.Command, mountpoint string) error {

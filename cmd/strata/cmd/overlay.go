@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -47,8 +48,16 @@ context= is accepted where SELinux does not run. Any other option is refused.
 uidmapping=STORED:SHOWN:COUNT[:...] and gidmapping= show the owners stored in
 the layers as other ids (and store a new owner back through the same map; an id
 no range maps shows, and is stored, as 65534); squash_to_root, squash_to_uid=
-and squash_to_gid= show every file as owned by one id. xattr_permissions= is
-read but not supported yet: it is refused.`,
+and squash_to_gid= show every file as owned by one id.
+
+xattr_permissions=1 (security.fuseoverlayfs.override_stat) or =2
+(user.fuseoverlayfs.override_stat) keeps owners and modes in an xattr,
+"UID:GID:MODE", for a daemon that cannot chown: regular files and directories
+show the xattr's owner and mode where they have it; chown and chmod through the
+union write it instead of changing the disk; new files and directories get it;
+the xattr itself is hidden. Symlinks and special files keep the disk's owner
+and mode: a chown or chmod of one that the daemon may not make is accepted and
+changes nothing, as in fuse-overlayfs. 0 turns it off.`,
 		Example: `  strata overlay -o lowerdir=/l/app:/l/base,upperdir=/c/diff,workdir=/c/work /c/merged
   ln -s "$(command -v strata)" /usr/local/bin/strata-overlayfs   # mount_program = "/usr/local/bin/strata-overlayfs"`,
 		Version:      version,
@@ -56,7 +65,7 @@ read but not supported yet: it is refused.`,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return serveUnion(cmd, !o.foreground, &o.trace, func() (unionfs.Config, string, error) {
-				return o.config(args[0])
+				return o.config(args[0], cmd.ErrOrStderr())
 			})
 		},
 	}
@@ -71,7 +80,7 @@ read but not supported yet: it is refused.`,
 
 // config reads fuse-overlayfs's options into a union configuration, its paths
 // resolved and checked, and the mount point checked against it.
-func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, error) {
+func (o *overlayOptions) config(mountpoint string, stderr io.Writer) (unionfs.Config, string, error) {
 	fo, err := layers.ParseFuseOverlay(strings.Join(o.options, ","))
 	if err != nil {
 		return unionfs.Config{}, "", err
@@ -83,11 +92,12 @@ func (o *overlayOptions) config(mountpoint string) (unionfs.Config, string, erro
 		return unionfs.Config{}, "", fmt.Errorf("no lowerdir: %w", layers.ErrBadOption)
 	}
 	return resolve(fo.Stack, mountpoint, unionfs.Config{
-		Whiteout: whiteout.Overlay,
-		Options:  fo.Options,
-		IDs:      mapperOf(fo),
-		Debug:    o.debug,
-	})
+		Whiteout:     whiteout.Overlay,
+		Options:      fo.Options,
+		IDs:          mapperOf(fo),
+		StatOverride: statOverrideXattr(fo.XattrPermissions),
+		Debug:        o.debug,
+	}, stderr)
 }
 
 // idMapper is fuse-overlayfs's id mapping and squashing, for unionfs.
@@ -130,18 +140,24 @@ func (m idMapper) Stored(shown uint32, uid bool) (uint32, bool) {
 	return layers.ToStored(m.maps(uid), shown)
 }
 
+// statOverrideXattr is the xattr fuse-overlayfs's xattr_permissions=n names
+// (ParseFuseOverlay took only 0, 1 and 2).
+func statOverrideXattr(n int) string {
+	switch n {
+	case 1:
+		return unionfs.OverrideXattrPrivileged
+	case 2:
+		return unionfs.OverrideXattrUser
+	}
+	return ""
+}
+
 // unsupported refuses what strata reads but does not do yet, naming it.
 func unsupported(fo layers.FuseOverlay) error {
-	var what string
-	switch {
-	case fo.XattrPermissions != 0:
-		what = "xattr_permissions"
-	case fo.Context != "" && selinuxRuns():
-		what = "context"
-	default:
-		return nil
+	if fo.Context != "" && selinuxRuns() {
+		return fmt.Errorf("option context: %w: not supported by strata yet", layers.ErrBadOption)
 	}
-	return fmt.Errorf("option %s: %w: not supported by strata yet", what, layers.ErrBadOption)
+	return nil
 }
 
 // selinuxRuns reports whether SELinux runs here: only then does a context=

@@ -24,6 +24,7 @@ type runOptions struct {
 	tty     bool
 	interac bool
 	detach  bool
+	trace   traceOptions
 }
 
 // NewCmdRun returns `strata run`.
@@ -52,6 +53,12 @@ With -d strata prints the container's name and returns once the command runs;
 a background strata serves the union until the command exits, and the
 command's output goes to --root/containers/NAME/log.
 
+--trace writes one line per decision of the union to FILE (appended), or to
+stderr when given alone: which layer answered a lookup (the init layer is
+"init", an image's layers are named by their short diff_id), every copy-up,
+whiteout, opaque directory and rename. With -d give a FILE. 'strata diff NAME'
+shows what the container changed.
+
 Exit status: the command's (128+N when signal N killed it; 137 and "killed:
 out of memory" when the memory limit did). 2 for bad input, with nothing
 left: an unknown image, a bad limit, a name in use, a limit the host's cgroups
@@ -60,7 +67,8 @@ be executed. 1 for any other failure of strata's.`,
 		Example: `  strata run --name web --memory 64M --cpus 0.5 --pids 64 --hostname box busybox sh -c 'hostname; ps'
   strata run --rm -it busybox sh
   strata run -d --name web busybox httpd -f -p 8080
-  strata run --layer ./base --layer ./app -- /bin/sh -c 'ls /'`,
+  strata run --layer ./base --layer ./app -- /bin/sh -c 'ls /'
+  strata run --rm --trace=trace.log busybox sh -c 'rm /etc/motd; echo hi >> /etc/profile'`,
 		Args:         usageArgs(cobra.ArbitraryArgs),
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -85,6 +93,7 @@ be executed. 1 for any other failure of strata's.`,
 	f.BoolVarP(&o.interac, "interactive", "i", false, "pass stdin on (without it the command reads /dev/null)")
 	f.BoolVarP(&o.detach, "detach", "d", false, "print the name and run in the background")
 	f.BoolVar(&o.opts.AutoRemove, "rm", false, "remove the container when it exits")
+	o.trace.addFlags(f)
 	return cmd
 }
 
@@ -130,7 +139,7 @@ func (o *runOptions) parse(cmd *cobra.Command, args []string) error {
 			return usagef(cmd, "--name: %w", err)
 		}
 	}
-	return nil
+	return o.trace.check(cmd, o.detach)
 }
 
 func (o *runOptions) run(cmd *cobra.Command, store *storeOptions, args []string) error {
@@ -142,8 +151,25 @@ func (o *runOptions) run(cmd *cobra.Command, store *storeOptions, args []string)
 		return err
 	}
 	ctx := contextOf(cmd)
+	// The supervisor traces: the foreground strata, or with -d the
+	// background one, which opens FILE before it reports ready (and
+	// before it leaves the working directory a relative FILE names).
+	var ready *daemon.Notifier
 	if o.detach {
-		ready := daemon.Child()
+		ready = daemon.Child() // nil in the parent
+	}
+	if !o.detach || ready != nil {
+		tracer, closeTrace, err := o.trace.open(cmd)
+		if err != nil {
+			if ready != nil {
+				_ = ready.Ready(err) // the parent says it; we are done either way
+			}
+			return err
+		}
+		defer func() { _ = closeTrace() }() // lines are written whole, one write each
+		o.opts.Trace = tracer
+	}
+	if o.detach {
 		if ready == nil {
 			// The parent: check what can be checked here, pick the
 			// name, and start the supervisor.
