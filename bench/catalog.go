@@ -23,6 +23,10 @@ type Workload struct {
 	// needs is a command the workload runs, if any: without it, the
 	// workload is skipped.
 	needs string
+	// weight is the share of the workload in the time of a run (seconds
+	// of a default run, fixture included, on a 2-CPU machine), for the
+	// estimate of the time left.
+	weight float64
 }
 
 // A measure is one row: op timed Runs times on each system.
@@ -38,12 +42,18 @@ type measure struct {
 	op   func(context.Context, Env) (Work, error)
 	// after runs untimed after each call of op: cleanup.
 	after func(context.Context, Env) error
+	// chained runs right after the measure before it, on the same system
+	// in the same run, and as many times: the warm half of coldWarm, whose
+	// cold call is its warm-up.
+	chained bool
 }
 
+// coldWarm is op timed with cold caches, then at once again with the caches
+// the cold call filled.
 func coldWarm(name string, op func(context.Context, Env) (Work, error)) []measure {
 	return []measure{
 		{name: name + " cold", cold: true, op: op},
-		{name: name + " warm", warm: true, op: op},
+		{name: name + " warm", warm: true, chained: true, op: op},
 	}
 }
 
@@ -51,30 +61,37 @@ func coldWarm(name string, op func(context.Context, Env) (Work, error)) []measur
 var Workloads = []*Workload{
 	{
 		Name: "stat-walk", Doc: "lstat every entry of a ~50k-file, 3-layer tree; cold and warm",
+		weight:  50,
 		fixture: treeFixture, measures: coldWarm("stat-walk", StatWalk),
 	},
 	{
 		Name: "find", Doc: "find(1) over the same tree; cold and warm",
+		weight:  9,
 		fixture: treeFixture, measures: coldWarm("find", Find), needs: "find",
 	},
 	{
 		Name: "ls-lR", Doc: "ls -lR over the same tree (stat and xattrs of every entry); cold and warm",
+		weight:  25,
 		fixture: treeFixture, measures: coldWarm("ls -lR", LsLR), needs: "ls",
 	},
 	{
-		Name: "tar", Doc: "archive the merged tree to nowhere, reading every file",
+		Name: "tar", Doc: "archive 20k files of the merged tree to nowhere, reading every file",
+		weight:  12,
 		fixture: treeFixture, measures: []measure{{name: "tar", warm: true, op: Tar}},
 	},
 	{
 		Name: "readdir", Doc: "list directories of 10k entries spread over 3 layers; cold and warm",
+		weight:  12,
 		fixture: dirsFixture, measures: coldWarm("readdir", Readdir),
 	},
 	{
 		Name: "seqread", Doc: "read a 1 GiB lower file in 1 MiB blocks; cold and warm",
+		weight:  11,
 		fixture: bigFixture, measures: coldWarm("seqread 1M", SeqRead),
 	},
 	{
 		Name: "randread", Doc: "random 4 KiB reads of a 1 GiB lower file, in IOPS; cold and warm",
+		weight:  10,
 		fixture: bigFixture,
 		measures: []measure{
 			{name: "randread 4K cold", cold: true, rate: "IOPS", op: RandRead},
@@ -83,6 +100,7 @@ var Workloads = []*Workload{
 	},
 	{
 		Name: "seqwrite", Doc: "write a new 1 GiB file in 1 MiB blocks; buffered and with fsync",
+		weight:  15,
 		fixture: emptyFixture,
 		measures: []measure{
 			{name: "seqwrite", op: SeqWrite, after: removeWritten},
@@ -92,12 +110,14 @@ var Workloads = []*Workload{
 	},
 	{
 		Name: "copy-up", Doc: "first 1-byte write into a 1 GiB lower file",
+		weight:   20,
 		fixture:  copyUpFixture,
 		measures: []measure{{name: "copy-up 1 byte", op: CopyUp, after: removeCopiedUp}},
 		writes:   func(sz Sizes, _ int) int64 { return sz.BigFile },
 	},
 	{
 		Name: "small-files", Doc: "create 20k files of 4 KiB in nested dirs, then delete them",
+		weight:  47,
 		fixture: emptyFixture,
 		measures: []measure{
 			{name: "small-files create", op: SmallFilesCreate},
@@ -107,6 +127,7 @@ var Workloads = []*Workload{
 	},
 	{
 		Name: "untar", Doc: "unpack 20k small files into the mount, then rm -rf them",
+		weight:  67,
 		fixture: emptyFixture,
 		measures: []measure{
 			{name: "untar", op: Untar},
@@ -117,6 +138,7 @@ var Workloads = []*Workload{
 	},
 	{
 		Name: "build", Doc: "go build of a generated module, GOCACHE inside the mount",
+		weight:   13,
 		fixture:  modFixture,
 		measures: []measure{{name: "go build", op: Build, after: removeGocache}},
 		writes:   func(sz Sizes, _ int) int64 { return int64(sz.BuildPkgs) * 1 << 20 },
@@ -124,6 +146,7 @@ var Workloads = []*Workload{
 	},
 	{
 		Name: "metadata-ops", Doc: "chmod, chown, utimes and rename of lower files",
+		weight:   9,
 		fixture:  metaFixture,
 		measures: []measure{{name: "metadata-ops", op: MetadataOps}},
 		writes:   func(sz Sizes, runs int) int64 { return int64(runs) * int64(sz.MetaFiles) * (sz.MetaFileSize + 4096) },

@@ -100,7 +100,11 @@ func chartLayout(rep *Report) (*layout, error) {
 	if rep.Quick {
 		sizes = "quick sizes"
 	}
-	text(16, 42, fmt.Sprintf("%s, %s, %d CPUs, %s RAM; %s, median of %d runs", rep.Date.Format("2006-01-02"), rep.Host.Kernel, rep.Host.CPUs, formatBytes(int64(rep.Host.Memory)), sizes, rep.Runs), 's', 11, "#555555")
+	runs := fmt.Sprintf("median of %d runs", rep.Runs)
+	if rep.Budget > 0 {
+		runs = fmt.Sprintf("median of up to %d runs", rep.Runs)
+	}
+	text(16, 42, fmt.Sprintf("%s, %s, %d CPUs, %s RAM; %s, %s", rep.Date.Format("2006-01-02"), rep.Host.Kernel, rep.Host.CPUs, formatBytes(int64(rep.Host.Memory)), sizes, runs), 's', 11, "#555555")
 	x := 16.0
 	for _, s := range syss {
 		add(shape{x: x, y: 54, w: 12, h: 12, color: systemColors[s]})

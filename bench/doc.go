@@ -8,18 +8,33 @@
 // tree of small files in three layers, a 1 GiB file, a Go module, ...) once,
 // in lower layer directories under the scratch directory. Every union system
 // mounts those same lower layers with a fresh upper and work directory of its
-// own; the disk system gets a copy of the merged tree in a plain directory (the
-// upper directory itself, no union in the way). The systems are mounted at
-// the same time, and every run of a measurement visits them in turn, in an
-// order that rotates from run to run, so that the noise of a shared machine
-// falls on all of them alike and the ratios come from one run.
+// own; the disk system gets the merged tree in a plain directory (the upper
+// directory itself, no union in the way): hard links to the layers' files
+// where no workload changes them, a copy where one does. The systems are
+// mounted at the same time, and every run of a measurement visits them in
+// turn, in an order that rotates from run to run, so that the noise of a
+// shared machine falls on all of them alike and the ratios come from one run.
 //
 // A measurement is one row of the report: a workload function (StatWalk,
 // SeqRead, ...) timed several times. Cold rows drop the kernel's caches
-// before every timed call (as root: sync, then 3 > /proc/sys/vm/drop_caches);
-// warm rows make one untimed call first. Workloads that change the tree name
-// their files after the run (big-0, small-1, ...) so that each run does the
-// same work, and clean up after themselves untimed.
+// before every timed call (as root: sync, then 3 > /proc/sys/vm/drop_caches).
+// A warm row runs right after its cold row on the same system, in the same
+// run, and finds the caches the cold call filled; a warm row without a cold
+// one makes an untimed call first. Workloads that change the tree name their
+// files after the run (big-0, small-1, ...) so that each run does the same
+// work, and clean up after themselves untimed.
+//
+// # Where the time goes
+//
+// With every system and the default sizes, a run is about five minutes on a
+// quiet 2-CPU machine, most of it the slower systems' runs over 20k-50k
+// files. A measurement is repeated Runs times, or with a Budget (the
+// default of the command), until its runs on a system add up to the Budget:
+// a run of several seconds varies less, relative to its time, than one of a
+// few milliseconds, and repeating the long ones was more than half the time
+// of a run. Removing data-bearing files is slow on ext4 mounted with discard
+// (a block is discarded as it is freed), hence the hard links of the disk
+// system.
 //
 // # Who serves the mounts
 //

@@ -13,14 +13,20 @@ import (
 
 // Report is the outcome of a Run: a row per measurement and system.
 type Report struct {
-	Date    time.Time      `json:"date"`
-	Host    Host           `json:"host"`
-	Quick   bool           `json:"quick"`
+	Date  time.Time `json:"date"`
+	Host  Host      `json:"host"`
+	Quick bool      `json:"quick"`
+	// Runs is the number of runs of each measurement on each system, or
+	// with a Budget (seconds), the most.
 	Runs    int            `json:"runs"`
+	Budget  float64        `json:"budget,omitempty"`
 	Sizes   Sizes          `json:"sizes"`
 	Systems []SystemResult `json:"systems"`
 	Notes   []string       `json:"notes,omitempty"`
 	Rows    []Row          `json:"rows"`
+	// Elapsed is the time of the whole run, in seconds: fixtures, mounts
+	// and cleanup included.
+	Elapsed float64 `json:"elapsed,omitempty"`
 }
 
 // Host is the machine a report was made on.
@@ -153,8 +159,12 @@ func (rep *Report) Header() string {
 	if rep.Quick {
 		sizes = "quick sizes"
 	}
-	fmt.Fprintf(&b, "strata bench, %s: %s, %d CPUs, %s RAM; %s, %d runs\n",
-		rep.Date.Format("2006-01-02 15:04 MST"), rep.Host.Kernel, rep.Host.CPUs, formatBytes(int64(rep.Host.Memory)), sizes, rep.Runs)
+	runs := fmt.Sprintf("%d runs", rep.Runs)
+	if rep.Budget > 0 {
+		runs = fmt.Sprintf("up to %d runs, fewer once they add up to %s", rep.Runs, formatDuration(time.Duration(rep.Budget*float64(time.Second))))
+	}
+	fmt.Fprintf(&b, "strata bench, %s: %s, %d CPUs, %s RAM; %s, %s\n",
+		rep.Date.Format("2006-01-02 15:04 MST"), rep.Host.Kernel, rep.Host.CPUs, formatBytes(int64(rep.Host.Memory)), sizes, runs)
 	var found, skipped []string
 	for _, s := range rep.Systems {
 		if s.Skipped != "" {
@@ -180,7 +190,7 @@ func (rep *Report) Header() string {
 // WriteTable writes the header and an aligned table, a line per row, grouped
 // by measurement.
 func (rep *Report) WriteTable(w io.Writer) error {
-	cells := [][]string{{"measure", "system", "best", "median", "×overlay", "×disk"}}
+	cells := [][]string{{"measure", "system", "runs", "best", "median", "×overlay", "×disk"}}
 	for _, m := range rep.Measures() {
 		first := true
 		for _, r := range rep.Rows {
@@ -199,7 +209,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 				cells = append(cells, []string{name, r.System, "failed: " + r.Error})
 				continue
 			}
-			cells = append(cells, []string{name, r.System, formatValue(r.Best, r.Unit), formatValue(r.Median, r.Unit), formatRatio(r.XOverlay), formatRatio(r.XDisk)})
+			cells = append(cells, []string{name, r.System, fmt.Sprint(len(r.Seconds)), formatValue(r.Best, r.Unit), formatValue(r.Median, r.Unit), formatRatio(r.XOverlay), formatRatio(r.XDisk)})
 		}
 	}
 	var b strings.Builder
@@ -207,7 +217,10 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	b.WriteString("\n")
 	writeAligned(&b, cells, 2)
 	b.WriteString("\n×overlay, ×disk: median time divided by kernel overlayfs's and the plain disk's (above 1 is slower);\n" +
-		"for IOPS rows, IOPS divided by theirs (above 1 is faster). best: the fastest run.\n")
+		"for IOPS rows, IOPS divided by theirs (above 1 is faster). runs: the timed runs; best: the fastest.\n")
+	if rep.Elapsed > 0 {
+		fmt.Fprintf(&b, "The whole run took %s.\n", formatDuration(time.Duration(rep.Elapsed*float64(time.Second))))
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -287,6 +300,15 @@ func formatRatio(x float64) string {
 		return fmt.Sprintf("%.1f", x)
 	}
 	return fmt.Sprintf("%.2f", x)
+}
+
+// formatDuration writes d to the second, or to the tenth under a minute:
+// "4m32s", "12.3s".
+func formatDuration(d time.Duration) string {
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }
 
 // formatBytes writes n in binary units: "1.5 GiB".

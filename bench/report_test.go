@@ -15,10 +15,12 @@ import (
 // fixedReport is a report with made-up timings.
 func fixedReport() *Report {
 	rep := &Report{
-		Date:  time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
-		Host:  Host{Kernel: "Linux 6.18.44", CPUs: 2, Memory: 24 << 30},
-		Runs:  3,
-		Sizes: DefaultSizes,
+		Date:    time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC),
+		Host:    Host{Kernel: "Linux 6.18.44", CPUs: 2, Memory: 24 << 30},
+		Runs:    3,
+		Budget:  1,
+		Elapsed: 312.4,
+		Sizes:   DefaultSizes,
 		Systems: []SystemResult{
 			{Name: Disk},
 			{Name: Overlay, Version: "kernel 6.18.44"},
@@ -39,7 +41,7 @@ func fixedReport() *Report {
 			{Measure: "copy-up 1 byte", Workload: "copy-up", System: Disk, Unit: "s", Seconds: []float64{0.000021, 0.000023, 0.000022}},
 			{Measure: "copy-up 1 byte", Workload: "copy-up", System: Overlay, Unit: "s", Seconds: []float64{1.9, 2.1, 2.0}},
 			{Measure: "copy-up 1 byte", Workload: "copy-up", System: Strata, Unit: "s", Seconds: []float64{1.5, 1.7, 1.6}},
-			{Measure: "copy-up 1 byte", Workload: "copy-up", System: FuseOverlayfs, Unit: "s", Seconds: []float64{0.9, 1.0, 1.1}},
+			{Measure: "copy-up 1 byte", Workload: "copy-up", System: FuseOverlayfs, Unit: "s", Seconds: []float64{1.0}},
 		},
 	}
 	rep.Summarize()
@@ -72,27 +74,28 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
-const wantTable = `strata bench, 2026-11-23 10:00 UTC: Linux 6.18.44, 2 CPUs, 24 GiB RAM; default sizes, 3 runs
+const wantTable = `strata bench, 2026-11-23 10:00 UTC: Linux 6.18.44, 2 CPUs, 24 GiB RAM; default sizes, up to 3 runs, fewer once they add up to 1s
 systems: disk, overlay kernel 6.18.44, strata v0.3.0, fuse-overlayfs 1.10
 skipped: unionfs-fuse (unionfs is not installed)
 note: metadata-ops skipped: just a note
 
-measure                  system            best  median  ×overlay  ×disk
-stat-walk cold           disk             700ms   800ms      0.73   1.00
-                         overlay          1.00s   1.10s      1.00   1.38
-                         strata           2.20s   2.30s      2.09   2.87
-                         fuse-overlayfs   3.20s   3.30s      3.00   4.12
-randread 4K warm (IOPS)  disk              200k    200k      2.00   1.00
-                         overlay           100k    100k      1.00   0.50
-                         strata           50.0k   50.0k      0.50   0.25
+measure                  system          runs    best  median  ×overlay  ×disk
+stat-walk cold           disk               3   700ms   800ms      0.73   1.00
+                         overlay            3   1.00s   1.10s      1.00   1.38
+                         strata             3   2.20s   2.30s      2.09   2.87
+                         fuse-overlayfs     3   3.20s   3.30s      3.00   4.12
+randread 4K warm (IOPS)  disk               3    200k    200k      2.00   1.00
+                         overlay            3    100k    100k      1.00   0.50
+                         strata             3   50.0k   50.0k      0.50   0.25
                          fuse-overlayfs  failed: read big: input/output error
-copy-up 1 byte           disk            21.0µs  22.0µs     <0.01   1.00
-                         overlay          1.90s   2.00s      1.00  90909
-                         strata           1.50s   1.60s      0.80  72727
-                         fuse-overlayfs   900ms   1.00s      0.50  45455
+copy-up 1 byte           disk               3  21.0µs  22.0µs     <0.01   1.00
+                         overlay            3   1.90s   2.00s      1.00  90909
+                         strata             3   1.50s   1.60s      0.80  72727
+                         fuse-overlayfs     1   1.00s   1.00s      0.50  45455
 
 ×overlay, ×disk: median time divided by kernel overlayfs's and the plain disk's (above 1 is slower);
-for IOPS rows, IOPS divided by theirs (above 1 is faster). best: the fastest run.
+for IOPS rows, IOPS divided by theirs (above 1 is faster). runs: the timed runs; best: the fastest.
+The whole run took 5m12s.
 `
 
 func TestWriteTable(t *testing.T) {

@@ -12,6 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// DefaultBudget is the Budget of `strata bench`: a measurement is repeated
+// until its runs on a system add up to a second, at most Runs times.
+const DefaultBudget = time.Second
+
 // Options say what Run measures, and where.
 type Options struct {
 	// Dir is where the scratch directory is made (os.TempDir if empty). It
@@ -20,9 +24,17 @@ type Options struct {
 	// Systems are names from SystemNames; Workloads from Workloads.
 	Systems   []string
 	Workloads []*Workload
-	// Runs is the number of timed calls of each measurement per system.
-	Runs  int
-	Sizes Sizes
+	// Runs is the number of timed calls of each measurement per system, or
+	// with Budget, the most.
+	Runs int
+	// Budget, if not 0, ends the runs of a measurement on a system once
+	// they add up to Budget, with the untimed work that comes with each
+	// (dropping the caches, cleaning up): a measurement that takes a
+	// second is timed once, one of 50ms Runs times. A long run varies
+	// less from run to run, relative to its time, and repeating the long
+	// ones was most of the time of a run of the bench.
+	Budget time.Duration
+	Sizes  Sizes
 	// Quick is recorded in the report: Sizes are QuickSizes.
 	Quick bool
 	// StrataBin is the strata executable that mounts the strata system.
@@ -45,13 +57,14 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		o.Dir = os.TempDir()
 	}
 	rep = &Report{
-		Date:  time.Now().UTC().Truncate(time.Second),
-		Host:  host(),
-		Quick: o.Quick,
-		Runs:  o.Runs,
-		Sizes: o.Sizes,
+		Date:   time.Now().UTC().Truncate(time.Second),
+		Host:   host(),
+		Quick:  o.Quick,
+		Runs:   o.Runs,
+		Budget: o.Budget.Seconds(),
+		Sizes:  o.Sizes,
 	}
-	r := &runner{o: o, rep: rep}
+	r := &runner{o: o, rep: rep, start: time.Now()}
 	for _, name := range o.Systems {
 		s := systemByName(name)
 		if s == nil {
@@ -86,10 +99,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if !r.canDrop {
 		rep.Notes = append(rep.Notes, "not root: cold rows ran with warm caches")
 	}
-	for _, g := range groups(ws) {
-		for _, m := range g {
-			r.total += len(m.measures)
-		}
+	for _, w := range ws {
+		r.total += len(w.measures)
+		r.weightLeft += w.weight
 	}
 	for _, g := range groups(ws) {
 		if err := r.group(ctx, g); err != nil {
@@ -97,6 +109,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 	rep.Summarize()
+	rep.Elapsed = time.Since(r.start).Seconds()
 	return rep, nil
 }
 
@@ -147,8 +160,12 @@ type runner struct {
 	// mounted are the mount points mounted now, to take off on the way
 	// out.
 	mounted []string
-	done    int // measurements finished, for the progress line
-	total   int
+	// For the progress line: measurements finished, and of how many; when
+	// the run started, and the weight of the workloads not yet finished.
+	done, total int
+	start       time.Time
+	weightDone  float64
+	weightLeft  float64
 }
 
 // mount is one system set up over one fixture.
@@ -158,9 +175,19 @@ type mount struct {
 }
 
 func (r *runner) progress(format string, args ...any) {
-	if r.o.Progress != nil {
-		r.o.Progress(fmt.Sprintf(format, args...))
+	if r.o.Progress == nil {
+		return
 	}
+	line := fmt.Sprintf(format, args...)
+	elapsed := time.Since(r.start)
+	line += " · " + formatDuration(elapsed)
+	// The estimate of the time left: the time so far, scaled by the weight
+	// of the workloads left over that of the workloads done.
+	if r.weightDone > 0 {
+		left := time.Duration(float64(elapsed) * r.weightLeft / r.weightDone)
+		line += ", ~" + formatDuration(left) + " left"
+	}
+	r.o.Progress(line)
 }
 
 // group builds the fixture of ws, mounts every system over it, runs the
@@ -204,14 +231,30 @@ func (r *runner) group(ctx context.Context, ws []*Workload) (err error) {
 		ms = append(ms, m)
 	}
 	for _, w := range ws {
-		for _, m := range w.measures {
-			if err := r.measure(ctx, w, m, ms); err != nil {
+		for _, p := range passes(w.measures) {
+			if err := r.measure(ctx, w, p, ms); err != nil {
 				return err
 			}
-			r.done++
+			r.done += len(p)
 		}
+		r.weightDone += w.weight
+		r.weightLeft -= w.weight
 	}
 	return nil
+}
+
+// passes splits ms into the measures timed together: a chained measure runs
+// in the pass of the one before it.
+func passes(ms []measure) [][]measure {
+	var ps [][]measure
+	for i, m := range ms {
+		if i > 0 && m.chained {
+			ps[len(ps)-1] = append(ps[len(ps)-1], m)
+			continue
+		}
+		ps = append(ps, []measure{m})
+	}
+	return ps
 }
 
 // mount sets s up in dir over lowers.
@@ -221,6 +264,9 @@ func (r *runner) mount(ctx context.Context, s *system, fx *fixture, lowers []str
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return mount{}, err
 		}
+	}
+	if !s.union && fx.readOnly {
+		return mount{sys: s, dir: st.Upper}, link(ctx, lowers, st.Upper)
 	}
 	if !s.union {
 		return mount{sys: s, dir: st.Upper}, fx.flatten(ctx, r.o.Sizes, r.o.Runs, st.Upper)
@@ -281,20 +327,25 @@ func (r *runner) cleanup() error {
 	return os.RemoveAll(r.scratch)
 }
 
-// measure times m on every mount, Runs times each, visiting the mounts in
-// turn in an order that rotates from run to run.
-func (r *runner) measure(ctx context.Context, w *Workload, m measure, ms []mount) error {
-	rows := make([]Row, len(ms))
-	for i, mt := range ms {
-		rows[i] = Row{Measure: m.name, Workload: w.Name, System: mt.sys.name, Unit: "s"}
-		if m.rate != "" {
-			rows[i].Unit = m.rate
+// measure times the measures of pass p on every mount, Runs times each (or
+// fewer, with a Budget), visiting the mounts in turn in an order that rotates
+// from run to run. Within a run, a mount gets the measures of p one after the
+// other: a chained warm measure finds the caches its cold one filled.
+func (r *runner) measure(ctx context.Context, w *Workload, p []measure, ms []mount) error {
+	rows := make([][]Row, len(p))
+	for j, m := range p {
+		rows[j] = make([]Row, len(ms))
+		for i, mt := range ms {
+			rows[j][i] = Row{Measure: m.name, Workload: w.Name, System: mt.sys.name, Unit: "s"}
+			if m.rate != "" {
+				rows[j][i].Unit = m.rate
+			}
 		}
 	}
 	env := func(i, run int) Env {
 		return Env{Dir: ms[i].dir, Scratch: r.scratch, Run: run, Sizes: r.o.Sizes}
 	}
-	if m.warm {
+	if m := p[0]; m.warm {
 		warmup := m.warmup
 		if warmup == nil {
 			warmup = m.op
@@ -305,46 +356,66 @@ func (r *runner) measure(ctx context.Context, w *Workload, m measure, ms []mount
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				rows[i].Error = err.Error()
+				rows[0][i].Error = err.Error()
 			}
 			if m.after != nil {
 				_ = m.after(ctx, env(i, r.o.Runs)) // the warm-up's leftovers; the timed runs report errors
 			}
 		}
 	}
+	// The time of the runs so far, per mount, with what comes with each:
+	// dropping the caches, cleaning up.
+	spent := make([]time.Duration, len(ms))
 	for run := range r.o.Runs {
 		for k := range ms {
 			i := (k + run) % len(ms)
-			if rows[i].Error != "" {
+			if r.o.Budget > 0 && spent[i] >= r.o.Budget {
 				continue
 			}
-			r.progress("[%d/%d] %s · %s · run %d/%d", r.done+1, r.total, m.name, ms[i].sys.name, run+1, r.o.Runs)
-			if m.cold && r.canDrop {
-				if err := dropCaches(); err != nil {
-					r.canDrop = false
-					r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("cold rows ran with warm caches: %v", err))
+			for j, m := range p {
+				if rows[j][i].Error != "" {
+					break // a chained measure does not run without the one before it
 				}
+				r.progress("[%d/%d] %s · %s · run %d/%d", r.done+j+1, r.total, m.name, ms[i].sys.name, run+1, r.o.Runs)
+				t0 := time.Now()
+				d, work, err := r.time(ctx, m, env(i, run))
+				spent[i] += time.Since(t0)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if err != nil {
+					for ; j < len(p); j++ {
+						rows[j][i].Error = err.Error()
+					}
+					break
+				}
+				rows[j][i].Seconds = append(rows[j][i].Seconds, d.Seconds())
+				rows[j][i].Ops = work.Ops
 			}
-			e := env(i, run)
-			t0 := time.Now()
-			work, err := m.op(ctx, e)
-			d := time.Since(t0)
-			if err == nil && m.after != nil {
-				err = m.after(ctx, e)
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err != nil {
-				rows[i].Error = err.Error()
-				continue
-			}
-			rows[i].Seconds = append(rows[i].Seconds, d.Seconds())
-			rows[i].Ops = work.Ops
 		}
 	}
-	r.rep.Rows = append(r.rep.Rows, rows...)
+	for j := range p {
+		r.rep.Rows = append(r.rep.Rows, rows[j]...)
+	}
 	return nil
+}
+
+// time makes one timed call of m, dropping the caches first for a cold
+// measure, and cleans up after it, untimed.
+func (r *runner) time(ctx context.Context, m measure, e Env) (time.Duration, Work, error) {
+	if m.cold && r.canDrop {
+		if err := dropCaches(); err != nil {
+			r.canDrop = false
+			r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("cold rows ran with warm caches: %v", err))
+		}
+	}
+	t0 := time.Now()
+	work, err := m.op(ctx, e)
+	d := time.Since(t0)
+	if err == nil && m.after != nil {
+		err = m.after(ctx, e)
+	}
+	return d, work, err
 }
 
 // dropCaches writes back dirty data, then drops the page cache, dentries and

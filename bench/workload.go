@@ -394,15 +394,26 @@ func UntarRemove(ctx context.Context, e Env) (Work, error) {
 	return RemoveTree(ctx, filepath.Join(e.Dir, untarName(e.Run)))
 }
 
-// Tar archives the merged tree to nowhere, in process with archive/tar: a
-// walk, an lstat and a header for every entry, and every file read to its
-// end. (GNU tar, told to write to /dev/null, reads no file at all.) Files
-// counts the entries, Bytes the file data read.
+// Tar archives the first top directories of the merged tree, TarFiles files
+// or a few more, to nowhere, in process with archive/tar: a walk, an lstat
+// and a header for every entry, and every file read to its end. (GNU tar,
+// told to write to /dev/null, reads no file at all.) Files counts the
+// entries, Bytes the file data read.
 func Tar(ctx context.Context, e Env) (Work, error) {
 	var w Work
 	tw := tar.NewWriter(io.Discard)
 	root := filepath.Join(e.Dir, treeDir)
-	err := filepath.WalkDir(root, func(p string, _ os.DirEntry, err error) error {
+	for t := range tarTops(e.Sizes) {
+		if err := tarDir(ctx, tw, root, filepath.Join(root, fmt.Sprintf("d%03d", t)), &w); err != nil {
+			return w, err
+		}
+	}
+	return w, tw.Close()
+}
+
+// tarDir writes dir and everything in it to tw, named relative to root.
+func tarDir(ctx context.Context, tw *tar.Writer, root, dir string, w *Work) error {
+	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -433,10 +444,6 @@ func Tar(ctx context.Context, e Env) (Work, error) {
 		w.Bytes += n
 		return err
 	})
-	if err != nil {
-		return w, err
-	}
-	return w, tw.Close()
 }
 
 func copyFile(w io.Writer, path string) (_ int64, err error) {

@@ -141,8 +141,9 @@ func checkWork(t *testing.T, name string, e Env, w Work) {
 		// a total.
 		eq("lines", w.Files, int64(TreeEntries(sz)-1+3*(TreeEntries(sz)-sz.TreeFiles)-1))
 	case "tar":
-		eq("entries", w.Files, int64(TreeEntries(sz)))
-		eq("bytes", w.Bytes, TreeBytes(sz))
+		n := tarTreeFiles(sz)
+		eq("entries", w.Files, int64(tarTops(sz)+treeLeaves(n)+n))
+		eq("bytes", w.Bytes, treeBytes(n))
 	case "readdir cold", "readdir warm":
 		eq("names", w.Files, int64(sz.Dirs*sz.DirEntries))
 	case "seqread 1M cold", "seqread 1M warm":
@@ -274,6 +275,61 @@ func TestRun(t *testing.T) {
 	}
 	if len(lines) == 0 {
 		t.Error("no progress lines")
+	}
+	checkNothingLeft(t, dir)
+}
+
+// TestTarPart archives part of a tree larger than TarFiles, from the disk
+// system's linked merged tree: the first top directories, whole, with the
+// topmost layer's copy of each file.
+func TestTarPart(t *testing.T) {
+	ctx := context.Background()
+	sz := TinySizes
+	sz.TreeFiles, sz.TarFiles = 2_500, 1_200
+	dir := t.TempDir()
+	lowers, err := treeFixture.build(ctx, sz, 1, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := filepath.Join(dir, "merged")
+	if err := os.Mkdir(merged, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := link(ctx, lowers, merged); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Tar(ctx, Env{Dir: merged, Sizes: sz})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two top directories of ten leaves of a hundred files.
+	if w.Files != 2+20+2000 || w.Bytes != treeBytes(2000) {
+		t.Errorf("got %d entries, %d bytes; want %d, %d", w.Files, w.Bytes, 2+20+2000, treeBytes(2000))
+	}
+}
+
+// TestRunBudget runs with a budget every run exceeds: one run of each
+// measurement on each system, the chained warm row as many as its cold one,
+// and the report says so.
+func TestRunBudget(t *testing.T) {
+	dir := t.TempDir()
+	rep, err := Run(context.Background(), Options{
+		Dir: dir, Systems: []string{Disk}, Workloads: []*Workload{workloadByName("stat-walk"), workloadByName("readdir")},
+		Runs: 3, Budget: time.Nanosecond, Sizes: TinySizes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 4 {
+		t.Errorf("rows: got %d, want 4", len(rep.Rows))
+	}
+	for _, r := range rep.Rows {
+		if r.Error != "" || len(r.Seconds) != 1 {
+			t.Errorf("%s: %d runs, error %q; want 1 run", r.Measure, len(r.Seconds), r.Error)
+		}
+	}
+	if rep.Runs != 3 || rep.Budget != 1e-9 || rep.Elapsed <= 0 {
+		t.Errorf("report: runs %d, budget %g, elapsed %g", rep.Runs, rep.Budget, rep.Elapsed)
 	}
 	checkNothingLeft(t, dir)
 }
