@@ -18,9 +18,10 @@ func New(version string) *cobra.Command {
 		Long: `strata merges directory layers into one tree, served through FUSE with the
 semantics of the kernel's overlayfs: the top layer wins, deletions are recorded
 as whiteouts, and every change goes to the upper directory.`,
-		Example: `  strata demo
+		Example: `  strata demo run && strata demo
   strata mount --layer base --layer app --upper up --work wk /mnt/merged
   strata umount /mnt/merged
+  strata image import busybox.tar && strata run --rm -it busybox sh
   strata bench --quick`,
 		Version:       version,
 		SilenceUsage:  true,
