@@ -67,12 +67,19 @@ func newStack(t testing.TB, n int, fill func(i int, dir string)) stack {
 func mountStrata(t testing.TB, s stack, f whiteout.Format) string {
 	t.Helper()
 	requireRoot(t)
+	guardLowers(t, s.Lowers)
+	return mountConfig(t, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: f})
+}
+
+// mountConfig mounts the union cfg describes on a fresh directory and
+// unmounts it when the test ends, pass or fail.
+func mountConfig(t testing.TB, cfg unionfs.Config) string {
+	t.Helper()
 	mnt := filepath.Join(t.TempDir(), "merged")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	guardLowers(t, s.Lowers)
-	srv, err := unionfs.Mount(mnt, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: f})
+	srv, err := unionfs.Mount(mnt, cfg)
 	if err != nil {
 		t.Fatalf("mount strata: %v", err)
 	}

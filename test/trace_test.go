@@ -168,26 +168,11 @@ func TestTraceGolden(t *testing.T) {
 func mountTraced(t testing.TB, s stack, tr unionfs.Tracer) string {
 	t.Helper()
 	requireRoot(t)
-	mnt := filepath.Join(t.TempDir(), "merged")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	cfg := unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Trace: tr, Names: []string{"fix", "app", "base"}}
 	if tr == nil {
 		cfg.Trace = nil // a nil interface, not a typed nil
 	}
-	srv, err := unionfs.Mount(mnt, cfg)
-	if err != nil {
-		t.Fatalf("mount strata: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount strata %s: %v (detaching)", mnt, err)
-			_ = unix.Unmount(mnt, unix.MNT_DETACH) // last resort: never leave a mount behind
-		}
-		srv.Wait()
-	})
-	return mnt
+	return mountConfig(t, cfg)
 }
 
 // BenchmarkLookupTrace measures a LOOKUP that reaches strata (a name the kernel
