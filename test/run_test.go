@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -129,19 +128,8 @@ func ourCgroups(t *testing.T) []string {
 // strata runs the binary on the env's store and returns its exit code and
 // output.
 func (e *runEnv) strata(args ...string) (code int, stdout, stderr string) {
-	var out, errb bytes.Buffer
-	c := exec.Command(e.bin, args...)
-	c.Env = append(os.Environ(), "STRATA_ROOT="+e.root)
-	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		code = exit.ExitCode()
-	case err != nil:
-		e.t.Fatalf("run strata %q: %v", args, err)
-	}
-	return code, out.String(), errb.String()
+	e.t.Helper()
+	return e.inside(nil, args...)
 }
 
 // must runs strata and fails the test unless it exits 0.
