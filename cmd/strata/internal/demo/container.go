@@ -48,25 +48,15 @@ func RunContainer(ctx context.Context, w io.Writer, opts Options) (err error) {
 		return errors.New("demo: containers need root (try: sudo strata demo run)")
 	}
 	d := &demo{w: w}
-	root, err := os.MkdirTemp(opts.Dir, "strata-demo-run-")
+	cleanup, err := d.tempRoot(opts, "strata-demo-run-", "(an image store) for you to look at; nothing is mounted there")
 	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return err
 	}
-	d.root = root
-	defer func() {
-		if opts.Keep {
-			d.say("\nKept %s (an image store) for you to look at; nothing is mounted there.", root)
-			return
-		}
-		err = errors.Join(err, os.RemoveAll(root))
-		if err == nil {
-			d.say("\nRemoved %s. That's all!", root)
-		}
-	}()
+	defer func() { err = cleanup(err) }()
 	start := time.Now()
 
 	d.step("An image built from this host, with no download")
-	s, err := layers.OpenStore(root)
+	s, err := layers.OpenStore(d.root)
 	if err != nil {
 		return err
 	}
@@ -83,7 +73,7 @@ func RunContainer(ctx context.Context, w io.Writer, opts Options) (err error) {
 	for _, f := range demoApp {
 		d.say("  /%-20s %q", f.Path, f.Content)
 	}
-	d.say("Imported into the store %s as demo:latest; each layer unpacked once, read-only.", root)
+	d.say("Imported into the store %s as demo:latest; each layer unpacked once, read-only.", d.root)
 
 	d.step("Run a container on it")
 	d.say("  $ strata run --name demo --memory 64M --hostname box demo sh -c '...'")
@@ -115,7 +105,7 @@ func RunContainer(ctx context.Context, w io.Writer, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	c, err := container.Open(root, "demo")
+	c, err := container.Open(d.root, "demo")
 	if err != nil {
 		return err
 	}

@@ -80,21 +80,11 @@ func Run(ctx context.Context, w io.Writer, opts Options) (err error) {
 	}
 	d := &demo{w: w, format: format}
 
-	root, err := os.MkdirTemp(opts.Dir, "strata-demo-")
+	cleanup, err := d.tempRoot(opts, "strata-demo-", "for you to look at (nothing is mounted there)")
 	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return err
 	}
-	d.root = root
-	defer func() {
-		if opts.Keep {
-			d.say("\nKept %s for you to look at (nothing is mounted there).", root)
-			return
-		}
-		err = errors.Join(err, os.RemoveAll(root))
-		if err == nil {
-			d.say("\nRemoved %s. That's all!", root)
-		}
-	}()
+	defer func() { err = cleanup(err) }()
 
 	for _, step := range []func(context.Context) error{
 		d.build, d.mount, d.mergedRead, d.copyUp, d.delete, d.opaque,
@@ -136,6 +126,28 @@ func (d *demo) step(title string) {
 }
 
 func (d *demo) say(format string, args ...any) { d.print(format+"\n", args...) }
+
+// tempRoot makes the demo's temp dir, d.root. cleanup, deferred with the
+// demo's error, removes it, or, with opts.Keep, says where it stays (kept
+// tells what it holds).
+func (d *demo) tempRoot(opts Options, prefix, kept string) (cleanup func(error) error, err error) {
+	root, err := os.MkdirTemp(opts.Dir, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	d.root = root
+	return func(err error) error {
+		if opts.Keep {
+			d.say("\nKept %s %s.", root, kept)
+			return err
+		}
+		err = errors.Join(err, os.RemoveAll(root))
+		if err == nil {
+			d.say("\nRemoved %s. That's all!", root)
+		}
+		return err
+	}, nil
+}
 
 // print writes to the demo's output and keeps the first error, which Run
 // returns: `strata demo | head` should stop the demo, not run it blind.
