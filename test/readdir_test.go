@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -143,5 +145,72 @@ func TestSeekdir(t *testing.T) {
 	}
 	if all := readNames(t, fd, -1); len(all) != 500 {
 		t.Errorf("after rewinddir: %d names, want 500", len(all))
+	}
+}
+
+// TestReaddirNeverStale lists a merged directory right after each change to
+// it, from several goroutines that each change and list it at once. The
+// kernel caches listings (FOPEN_CACHE_DIR) and fills its cache from whichever
+// readers come along; a listing that starts after a change must show it,
+// whoever filled the cache and when.
+func TestReaddirNeverStale(t *testing.T) {
+	s := newStack(t, 1, func(i int, dir string) {
+		for j := range 150 { // several READDIRs to a listing
+			mustWrite(t, filepath.Join(dir, "common", "lower"+itoa(j)), "")
+		}
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	common := filepath.Join(mnt, "common")
+	list := func() []string {
+		fd, err := unix.Open(common, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		defer unix.Close(fd)
+		return readNames(t, fd, -1)
+	}
+	const writers = 3
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan string, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			own := filepath.Join(mnt, "own"+itoa(w))
+			if err := os.Mkdir(own, 0o755); err != nil {
+				errs <- err.Error()
+				return
+			}
+			for i := 0; time.Now().Before(deadline); i++ {
+				name := "w" + itoa(w) + "-" + itoa(i)
+				if err := os.WriteFile(filepath.Join(own, name), nil, 0o644); err != nil {
+					errs <- err.Error()
+					return
+				}
+				if err := os.Rename(filepath.Join(own, name), filepath.Join(common, name)); err != nil {
+					errs <- err.Error()
+					return
+				}
+				if !slices.Contains(list(), name) {
+					errs <- "a listing after renaming " + name + " in misses it"
+					return
+				}
+				if err := os.Remove(filepath.Join(common, name)); err != nil {
+					errs <- err.Error()
+					return
+				}
+				if slices.Contains(list(), name) {
+					errs <- "a listing after removing " + name + " still shows it"
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }

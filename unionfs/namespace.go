@@ -117,6 +117,7 @@ func (n *node) added(ctx context.Context, name string, below bool, out *fuse.Ent
 	n.idx.set(name, e)
 	delete(n.idx.whiteouts, name)
 	n.mu.Unlock()
+	n.listingChanged()
 	ch := n.newChild(ctx, name, e, &st, out)
 	return ch.Operations().(*node), nil
 }
@@ -391,6 +392,7 @@ func (n *node) remove(name string, e *entry, dir bool) (rerr error) {
 		n.idx.whiteouts[name] = true
 	}
 	n.mu.Unlock()
+	n.listingChanged()
 	if ch := n.child(name); ch != nil && e.layer != upperLayer {
 		ch.mu.Lock()
 		ch.unlinked = true

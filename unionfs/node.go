@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -32,6 +33,9 @@ type node struct {
 	idx *dirIndex
 	// replaced is an index dropped to be rebuilt: its cookies carry over.
 	replaced *dirIndex
+	// listed is set when a directory's listing is read, and cleared when the
+	// kernel is told to drop what it cached of it (see listingChanged).
+	listed atomic.Bool
 	// unlinked is set when the last name of a node living in a lower layer is
 	// removed: its file is still there, but the union reports st_nlink 0.
 	unlinked bool
@@ -88,6 +92,23 @@ func (n *node) indexLocked() (*dirIndex, error) {
 	}
 	n.idx = idx
 	return idx, nil
+}
+
+// listingChanged tells the kernel to drop the pages of the directory's
+// listing it cached (FOPEN_CACHE_DIR), if any were read since the last change.
+//
+// The kernel checks a cached listing's version only when a reader starts at
+// offset 0. A reader that started while the cache was still being filled gets
+// its first entries from this daemon, and takes the rest from the cache once
+// another reader has completed it; that one may have begun before a change,
+// so the rest could still hold names the change removed (fuse_readdir_cached,
+// fuse_parse_cache in fs/fuse/readdir.c). Without those pages, the kernel
+// starts its cache over and asks this daemon. Called after the change, while
+// the kernel still holds the directory locked for it, so no reader is between.
+func (n *node) listingChanged() {
+	if n.listed.Swap(false) {
+		_ = n.NotifyContent(0, 0) // ENOENT: the kernel forgot the directory
+	}
 }
 
 // newChild makes (or finds) the node for the entry e, named name in n, whose

@@ -213,6 +213,8 @@ func (n *node) rename(name string, np *node, newName string, flags uint32) (rerr
 	didx.set(newName, moved(se, dstBelow))
 	delete(didx.whiteouts, newName)
 	np.mu.Unlock()
+	n.listingChanged()
+	np.listingChanged()
 
 	if ch := n.child(name); ch != nil {
 		ch.settleInUpper(srcMoved)
