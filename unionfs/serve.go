@@ -6,6 +6,7 @@ import (
 	"log"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -34,18 +35,32 @@ import (
 //
 // This loop does what a single-threaded C daemon does, one thread reading,
 // answering inline and reading again, and adds a reader only when the one it
-// has is stuck: a request still running after stuckAfter (a copy-up, a read
-// from a cold disk) starts another reader, so that a slow request never holds
-// up the others, and a reader that finds another already waiting leaves. Under
-// load the loop widens to maxReaders; idle, it shrinks back to one.
+// has is stuck: a request still running a tick or two after it started (a
+// copy-up, a read from a cold disk) starts another reader, so that a slow
+// request never holds up the others, and a reader that finds another already
+// waiting leaves. Under load the loop widens to maxReaders; idle, it shrinks
+// back to one.
+//
+// One watchdog goroutine finds the stuck requests, waking every watchTick
+// while requests come and sleeping for good once they stop. It replaced a
+// timer armed for each request, which cost more than the requests it watched:
+// arming a Go timer earlier than the runtime's next one wakes the thread
+// parked in epoll, and it woke again when the stopped timer would have fired,
+// two thread switches around every 20 µs request (untar of 4,000 files: the
+// daemon's CPU time went from 2.2–2.9 s to 1.4–1.9 s without them).
 //
 // go-fuse still parses the requests and calls the node tree
 // (fuse.ProtocolServer); fusedev owns the device.
 
-// stuckAfter is how long a request may run before the loop starts another
-// reader: longer than almost every metadata request, short against a disk
-// seek.
-const stuckAfter = 100 * time.Microsecond
+// watchTick is how often the watchdog looks at the readers while requests
+// come: a request seen running at two looks in a row, so for 250 to 500 µs,
+// starts another reader. That is longer than almost every metadata request
+// and short against a disk seek; a shorter tick costs a thread wake-up each.
+const watchTick = 250 * time.Microsecond
+
+// idleTicks is how many looks without a new request put the watchdog to
+// sleep until the next one.
+const idleTicks = 8
 
 // maxReaders bounds the readers of a loop under load.
 const maxReaders = 16
@@ -64,6 +79,14 @@ type serveLoop struct {
 	mu      sync.Mutex
 	waiting int // readers blocked in read(2)
 	readers int // all readers
+	slots   [maxReaders]readerSlot
+	used    [maxReaders]bool // slots held by a reader; under mu
+
+	// The watchdog sleeps on wake once idle: a reader that finds asleep
+	// set (and clears it) sends it the request that ends its sleep.
+	asleep atomic.Bool
+	wake   chan struct{}
+	quit   chan struct{} // closed when the last reader has left
 
 	done sync.WaitGroup // every reader has left: the mount is gone
 	// free holds the buffers of readers that left, for the next to start:
@@ -73,13 +96,23 @@ type serveLoop struct {
 	free []*buffers
 }
 
+// readerSlot is what the watchdog sees of one reader: seq counts its
+// requests twice, once when it takes one and once when it has answered, so it
+// is odd while the reader is busy, and the same odd value at two looks means
+// the same request is still running.
+type readerSlot struct {
+	seq atomic.Uint64
+	_   [56]byte // one cache line each: readers on other cores write their own
+}
+
 // buffers are one reader's request and answer space.
 type buffers struct {
 	in, out []byte
 }
 
 func newServeLoop(dev *fusedev.Dev, ps *fuse.ProtocolServer, logger *log.Logger, debug bool) *serveLoop {
-	return &serveLoop{dev: dev, ps: ps, logger: logger, debug: debug}
+	return &serveLoop{dev: dev, ps: ps, logger: logger, debug: debug,
+		wake: make(chan struct{}, 1), quit: make(chan struct{})}
 }
 
 // getBuffers returns a free pair of buffers, or new ones.
@@ -123,25 +156,116 @@ func (s *serveLoop) init() (uint64, error) {
 
 // start serves the mount in the background until it is unmounted.
 func (s *serveLoop) start() {
+	go s.watch()
 	s.mu.Lock()
-	s.readers++
+	s.addReaderLocked()
 	s.mu.Unlock()
+}
+
+// addReaderLocked starts a reader in a free slot; the caller holds mu.
+func (s *serveLoop) addReaderLocked() {
+	slot := -1
+	for i, used := range s.used {
+		if !used {
+			slot = i
+			break
+		}
+	}
+	if slot < 0 {
+		return // maxReaders are reading already
+	}
+	s.used[slot] = true
+	s.readers++
 	s.done.Add(1)
-	go s.read()
+	go s.read(slot)
+}
+
+// watch is the watchdog: every watchTick while requests come, it starts a
+// reader when one has been answering the same request since the last look.
+func (s *serveLoop) watch() {
+	var last [maxReaders]uint64
+	idle := 0
+	t := time.NewTicker(watchTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		moved, stuck := false, false
+		for i := range s.slots {
+			seq := s.slots[i].seq.Load()
+			if seq != last[i] {
+				moved = true
+			} else if seq%2 == 1 {
+				stuck = true
+			}
+			last[i] = seq
+		}
+		if stuck {
+			s.unstick()
+		}
+		if moved || stuck {
+			idle = 0
+			continue
+		}
+		if idle++; idle < idleTicks {
+			continue
+		}
+		// No request for a while: sleep until a reader takes one. A
+		// reader that took one before asleep was set is seen by the
+		// look after it; one that took one after, clears asleep and
+		// sends wake.
+		s.asleep.Store(true)
+		if s.seqsMoved(&last) {
+			if s.asleep.CompareAndSwap(true, false) {
+				idle = 0
+				continue
+			}
+			// A reader cleared it first, and sends wake.
+		}
+		t.Stop()
+		select {
+		case <-s.quit:
+			return
+		case <-s.wake:
+		}
+		idle = 0
+		t.Reset(watchTick)
+	}
+}
+
+// seqsMoved reports whether any reader's seq differs from last.
+func (s *serveLoop) seqsMoved(last *[maxReaders]uint64) bool {
+	for i := range s.slots {
+		if s.slots[i].seq.Load() != last[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // wait returns once the mount is gone and every reader has left.
 func (s *serveLoop) wait() { s.done.Wait() }
 
+// leaveLocked gives up a reader's slot; the caller holds mu. The last reader
+// out stops the watchdog.
+func (s *serveLoop) leaveLocked(slot int) {
+	s.used[slot] = false
+	s.readers--
+	if s.readers == 0 {
+		close(s.quit)
+	}
+}
+
 // read is one reader: read a request, answer it, and go on while no other
 // reader is waiting.
-func (s *serveLoop) read() {
+func (s *serveLoop) read(slot int) {
 	defer s.done.Done()
 	b := s.getBuffers()
 	defer s.putBuffers(b)
-	stuck := time.AfterFunc(time.Hour, s.unstick)
-	stuck.Stop()
-	defer stuck.Stop()
+	seq := &s.slots[slot].seq
 	for {
 		s.mu.Lock()
 		s.waiting++
@@ -150,7 +274,7 @@ func (s *serveLoop) read() {
 		s.mu.Lock()
 		s.waiting--
 		if err != nil {
-			s.readers--
+			s.leaveLocked(slot)
 			s.mu.Unlock()
 			if err != fusedev.ErrUnmounted {
 				s.logger.Printf("strata: %v", err)
@@ -159,9 +283,12 @@ func (s *serveLoop) read() {
 		}
 		s.mu.Unlock()
 
-		stuck.Reset(stuckAfter)
+		seq.Add(1) // busy
+		if s.asleep.Load() && s.asleep.CompareAndSwap(true, false) {
+			s.wake <- struct{}{} // never blocks: one sender per sleep
+		}
 		err = s.answer(b, n)
-		stuck.Stop()
+		seq.Add(1) // done
 		if err != nil {
 			s.logger.Printf("strata: %v", err)
 		}
@@ -170,7 +297,7 @@ func (s *serveLoop) read() {
 		if s.waiting > 0 {
 			// Another reader took over while this one was busy: one
 			// waiting reader is enough.
-			s.readers--
+			s.leaveLocked(slot)
 			s.mu.Unlock()
 			return
 		}
@@ -183,12 +310,10 @@ func (s *serveLoop) read() {
 func (s *serveLoop) unstick() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.waiting > 0 || s.readers >= maxReaders {
-		return
+	if s.waiting > 0 || s.readers == 0 {
+		return // someone will read the next request; or no one ever will
 	}
-	s.readers++
-	s.done.Add(1)
-	go s.read()
+	s.addReaderLocked()
 }
 
 // pollHackName is a name go-fuse answers for itself (fuse.ProtocolServer):
