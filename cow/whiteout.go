@@ -17,7 +17,9 @@ import (
 // is opaque if opaque is set (a directory replacing a whiteout). A whiteout for
 // name in dirRel, in either format, is replaced when mayReplace is set; a caller
 // that knows there is none (its index says so) clears it, which spares two
-// system calls per new entry. It returns the stat of the entry.
+// system calls per new entry. It does not stat the new entry: a caller that
+// needs its attributes has a better way (the descriptor create opened), or
+// none.
 //
 // create must refuse an existing name (EEXIST: O_EXCL, mkdirat, linkat...), as
 // Make removes what it made when a later step fails. A descriptor create opens
@@ -25,14 +27,14 @@ import (
 // left, except when create itself fails in place, or when the final removal of
 // an OCI whiteout fails: then the entry exists, and so does the whiteout, which
 // hides nothing of its own layer.
-func (u *Upper) Make(dirRel, name string, uid, gid int, opaque, mayReplace bool, create func(dirfd int, name string) error) (st unix.Stat_t, err error) {
+func (u *Upper) Make(dirRel, name string, uid, gid int, opaque, mayReplace bool, create func(dirfd int, name string) error) (err error) {
 	rel := beneath.Join(dirRel, name)
 	if err := checkName("make", rel, name); err != nil {
-		return st, err
+		return err
 	}
 	dfd, err := u.dir(dirRel)
 	if err != nil {
-		return st, err
+		return err
 	}
 	defer unix.Close(dfd)
 
@@ -42,11 +44,11 @@ func (u *Upper) Make(dirRel, name string, uid, gid int, opaque, mayReplace bool,
 	if !opaque && !charWhiteout {
 		// Nothing to replace atomically: make it in place.
 		if err := create(dfd, name); err != nil {
-			return st, &os.PathError{Op: "create", Path: rel, Err: err}
+			return &os.PathError{Op: "create", Path: rel, Err: err}
 		}
 		if err := chown(dfd, name, rel, uid, gid); err != nil {
 			_ = removeAt(dfd, name) // undo the entry create made; err says why
-			return st, err
+			return err
 		}
 	} else {
 		tmp := tempName("create")
@@ -56,19 +58,19 @@ func (u *Upper) Make(dirRel, name string, uid, gid int, opaque, mayReplace bool,
 			}
 		}()
 		if err := create(u.work, tmp); err != nil {
-			return st, &os.PathError{Op: "create", Path: rel, Err: err}
+			return &os.PathError{Op: "create", Path: rel, Err: err}
 		}
 		if err := chown(u.work, tmp, rel, uid, gid); err != nil {
-			return st, err
+			return err
 		}
 		var ts unix.Stat_t
 		if err := unix.Fstatat(u.work, tmp, &ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return st, &os.PathError{Op: "stat", Path: rel, Err: err}
+			return &os.PathError{Op: "stat", Path: rel, Err: err}
 		}
 		isDir := ts.Mode&unix.S_IFMT == unix.S_IFDIR
 		if opaque && isDir {
 			if err := u.setOpaqueAt(u.work, tmp); err != nil {
-				return st, err
+				return err
 			}
 		}
 		switch {
@@ -76,16 +78,16 @@ func (u *Upper) Make(dirRel, name string, uid, gid int, opaque, mayReplace bool,
 			// rename(2) cannot put a directory over a device node: swap
 			// them, then drop the whiteout, now in the work dir.
 			if err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_EXCHANGE); err != nil {
-				return st, &os.PathError{Op: "rename", Path: rel, Err: err}
+				return &os.PathError{Op: "rename", Path: rel, Err: err}
 			}
 			_ = unix.Unlinkat(u.work, tmp, 0) // the old whiteout; debris is cleaned at mount
 		case charWhiteout:
 			if err := unix.Renameat(u.work, tmp, dfd, name); err != nil {
-				return st, &os.PathError{Op: "rename", Path: rel, Err: err}
+				return &os.PathError{Op: "rename", Path: rel, Err: err}
 			}
 		default:
 			if err := unix.Renameat2(u.work, tmp, dfd, name, unix.RENAME_NOREPLACE); err != nil {
-				return st, &os.PathError{Op: "rename", Path: rel, Err: err}
+				return &os.PathError{Op: "rename", Path: rel, Err: err}
 			}
 		}
 	}
@@ -93,13 +95,10 @@ func (u *Upper) Make(dirRel, name string, uid, gid int, opaque, mayReplace bool,
 	// never hides its own layer); remove it after the entry exists.
 	if mayReplace {
 		if err := unix.Unlinkat(dfd, whiteout.Prefix+name, 0); err != nil && !noEntry(err) {
-			return st, &os.PathError{Op: "unlink whiteout", Path: rel, Err: err}
+			return &os.PathError{Op: "unlink whiteout", Path: rel, Err: err}
 		}
 	}
-	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return st, &os.PathError{Op: "stat", Path: rel, Err: err}
-	}
-	return st, nil
+	return nil
 }
 
 // chown gives the new entry name in dirfd (rel in the upper) to uid:gid, -1

@@ -73,6 +73,21 @@ func (n *node) owner(ctx context.Context) (uid, gid int, setgid bool, err error)
 // mode is the new entry's st_mode: its type, and its permission bits for the
 // stat override.
 func (n *node) make(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, create func(dirfd int, name string) error) (*node, error) {
+	return n.makeFile(ctx, name, mode, out, func(dirfd int, name string, _ *fileOwner) error {
+		return create(dirfd, name)
+	}, nil)
+}
+
+// fileOwner is who a new regular file belongs to, when its create function
+// gives it away itself: fchown(2) of the descriptor it opened is one system
+// call, where Make's chown of a name is three (stat, chown, chmod).
+type fileOwner struct{ uid, gid int }
+
+// makeFile is make for a create function that opens the new entry: stat
+// reads its attributes from that descriptor, instead of a walk of its path,
+// and create gives the entry to the owner it is passed (nil: the stat
+// override keeps the owner).
+func (n *node) makeFile(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, create func(dirfd int, name string, o *fileOwner) error, stat func(*unix.Statx_t) error) (*node, error) {
 	idx, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, err
@@ -81,31 +96,42 @@ func (n *node) make(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	if err != nil {
 		return nil, err
 	}
-	if n.u.statOverride != "" {
+	var o *fileOwner
+	mk := func(dirfd int, name string) error { return create(dirfd, name, o) }
+	switch {
+	case n.u.statOverride != "":
 		if setgid && mode&syscall.S_IFMT == syscall.S_IFDIR {
 			mode |= syscall.S_ISGID // a new directory inherits the bit
 		}
-		create = n.u.overrideCreate(create, mode, uid, gid)
+		mk = n.u.overrideCreate(mk, mode, uid, gid)
+		uid, gid = -1, -1
+	case stat != nil:
+		o = &fileOwner{uid: uid, gid: gid}
 		uid, gid = -1, -1
 	}
 	n.mu.Lock()
 	replaces := idx.whiteouts[name]
 	n.mu.Unlock()
 	opaque := replaces && mode&syscall.S_IFMT == syscall.S_IFDIR
-	if _, err := n.u.upper.Make(n.rel(), name, uid, gid, opaque, replaces, create); err != nil {
+	if err := n.u.upper.Make(n.rel(), name, uid, gid, opaque, replaces, mk); err != nil {
 		return nil, err
 	}
 	if opaque && n.u.tracer != nil {
 		n.u.tracer.Trace(Event{Op: OpOpaque, Path: tracePath(beneath.Join(n.rel(), name)), Format: n.u.opaqueFormat()})
 	}
-	return n.added(ctx, name, replaces, out)
+	return n.added(ctx, name, replaces, out, stat)
 }
 
 // added registers the new upper entry name of n in the index and the tree.
 // below says whether lower layers hold the name (it replaced a whiteout).
-func (n *node) added(ctx context.Context, name string, below bool, out *fuse.EntryOut) (*node, error) {
+// stat, if not nil, reads the entry's attributes (from a descriptor).
+func (n *node) added(ctx context.Context, name string, below bool, out *fuse.EntryOut, stat func(*unix.Statx_t) error) (*node, error) {
 	var st unix.Statx_t
-	if err := n.u.statx(upperLayer, beneath.Join(n.rel(), name), &st); err != nil {
+	if stat != nil {
+		if err := stat(&st); err != nil {
+			return nil, &fsError{op: "statx", layer: upperLayer, rel: beneath.Join(n.rel(), name), err: err}
+		}
+	} else if err := n.u.statx(upperLayer, beneath.Join(n.rel(), name), &st); err != nil {
 		return nil, err
 	}
 	id := n.u.ids.of(upperLayer, &st, n.StableAttr().Ino, name)
@@ -127,15 +153,29 @@ var _ = (fs.NodeCreater)((*node)(nil))
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
 	onDisk := n.u.backingMode(mode & 07777)
-	child, err := n.make(ctx, name, syscall.S_IFREG|mode&07777, out, func(dirfd int, nm string) error {
+	create := func(dirfd int, nm string, o *fileOwner) error {
 		var err error
 		fd, err = unix.Openat(dirfd, nm, int(flags&keptOpenFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, onDisk)
 		if err != nil {
 			return err
 		}
-		// The daemon's umask must not touch the mode the kernel computed.
-		return unix.Fchmod(fd, onDisk)
-	})
+		if o != nil {
+			err = unix.Fchown(fd, o.uid, o.gid)
+		}
+		if err == nil {
+			// After the chown, which clears set-user-ID; and the daemon's
+			// umask must not touch the mode the kernel computed.
+			err = unix.Fchmod(fd, onDisk)
+		}
+		if err != nil {
+			_ = unix.Unlinkat(dirfd, nm, 0) // made here, and half done
+		}
+		return err
+	}
+	stat := func(st *unix.Statx_t) error {
+		return unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, st)
+	}
+	child, err := n.makeFile(ctx, name, syscall.S_IFREG|mode&07777, out, create, stat)
 	if err != nil {
 		if fd >= 0 {
 			_ = unix.Close(fd) // the entry was not made; nothing to keep
@@ -239,13 +279,13 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	n.mu.Lock()
 	replaces := idx.whiteouts[name]
 	n.mu.Unlock()
-	_, err = n.u.upper.Make(n.rel(), name, -1, -1, false, replaces, func(dirfd int, nm string) error {
+	err = n.u.upper.Make(n.rel(), name, -1, -1, false, replaces, func(dirfd int, nm string) error {
 		return unix.Linkat(tdfd, tname, dirfd, nm, tflags)
 	})
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	child, err := n.added(ctx, name, replaces, out)
+	child, err := n.added(ctx, name, replaces, out, nil)
 	if err != nil {
 		return nil, toErrno(err)
 	}
