@@ -46,9 +46,9 @@ import (
 // while requests come and sleeping for good once they stop. It replaced a
 // timer armed for each request, which cost more than the requests it watched:
 // arming a Go timer earlier than the runtime's next one wakes the thread
-// parked in epoll, and it woke again when the stopped timer would have fired,
-// two thread switches around every 20 µs request (untar of 4,000 files: the
-// daemon's CPU time went from 2.2–2.9 s to 1.4–1.9 s without them).
+// parked in epoll, and it woke again when the stopped timer would have fired:
+// two thread switches around every request (untar of 4,000 files: 30,349
+// futex calls in the daemon with the timers, 7,716 without).
 //
 // go-fuse still parses the requests and calls the node tree
 // (fuse.ProtocolServer); fusedev owns the device.
