@@ -26,6 +26,11 @@ type Options struct {
 	// 0 for a copy-up that will be truncated anyway (open with O_TRUNC); N when
 	// the file is about to be truncated to N.
 	Size int64
+	// MetaOnly makes a metadata-only copy of a regular file (metacopy): an
+	// upper file with every attribute and the size of the lower one, holes
+	// only, marked with whiteout.MetacopyXattr naming the lower path where
+	// its data stays until CopyData. Size must be -1. Other types copy whole.
+	MetaOnly bool
 }
 
 // Sizes of one data transfer. copy_file_range(2) moves at most 2 GiB - 4 KiB per
@@ -50,6 +55,8 @@ const (
 	// ReadWrite: strata read and wrote it through a buffer, where the
 	// kernel could not copy (across file systems of different types).
 	ReadWrite
+	// Metacopy: no data moved; the copy names the lower file that holds it.
+	Metacopy
 )
 
 func (m Method) String() string {
@@ -62,6 +69,8 @@ func (m Method) String() string {
 		return "copy_file_range"
 	case ReadWrite:
 		return "read-write"
+	case Metacopy:
+		return "metacopy"
 	}
 	return fmt.Sprintf("Method(%d)", int(m))
 }
@@ -95,7 +104,7 @@ func (u *Upper) CopyUp(src Source, rel string, opt Options) (st Result, err erro
 			err = fmt.Errorf("copy-up %s: %w", rel, err)
 		}
 	}()
-	if opt.Size < -1 {
+	if opt.Size < -1 || (opt.MetaOnly && opt.Size != -1) {
 		return st, fmt.Errorf("size %d: %w", opt.Size, unix.EINVAL)
 	}
 	sdirRel, sname := beneath.Split(src.Rel)
@@ -287,6 +296,20 @@ func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp str
 	}()
 
 	want, final := sst.Size, sst.Size // bytes to copy, size of the copy
+	if opt.MetaOnly {
+		// The marker before any other attribute: the copy is never without
+		// it, so a crash leaves nothing that passes for the data. No fsync
+		// either (stage skips it): there is no data to be in flight.
+		if err := unix.Fsetxattr(out, whiteout.MetacopyXattr(u.Privileged), []byte("/"+srel), 0); err != nil {
+			return -1, &os.PathError{Op: "setxattr metacopy", Path: tmp, Err: err}
+		}
+		if err := unix.Ftruncate(out, final); err != nil {
+			return -1, &os.PathError{Op: "ftruncate", Path: tmp, Err: err}
+		}
+		res.Method = Metacopy
+		_ = unix.Close(out) // nothing written to flush
+		return -1, nil
+	}
 	if opt.Size >= 0 {
 		want, final = min(opt.Size, sst.Size), opt.Size
 	}

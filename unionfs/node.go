@@ -46,6 +46,12 @@ type node struct {
 	cached, passedThrough int
 	// fds are the open handles, for fstat of a node that lost its last name.
 	fds map[*file]struct{}
+	// meta says whether an upper regular file is a metacopy (metacopy.go),
+	// learnt on first need; dataLayer and dataRel then locate its data.
+	// Changed only under copyMu.
+	meta      metaState
+	dataLayer int
+	dataRel   string
 }
 
 // where returns the node's layer under its lock.
@@ -233,6 +239,16 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	n.mu.Lock()
+	meta, dl, drel := n.meta, n.dataLayer, n.dataRel
+	n.mu.Unlock()
+	if l == upperLayer && meta == isMetacopy {
+		// The stub holds no blocks; du counts the data's, as overlayfs does.
+		var lst unix.Statx_t
+		if n.u.statx(dl, drel, &lst) == nil {
+			out.Attr.Blocks = lst.Blocks
+		}
+	}
 	n.u.overrideAt(&out.Attr, l, rel)
 	n.fixAttr(&out.Attr)
 	return 0
