@@ -137,6 +137,10 @@ func TestMetacopy(t *testing.T) {
 	unmount()
 
 	mnt, unmount = mountUntil(t, cfg)
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(mnt, "a2"), &st); err != nil || st.Blocks == 0 {
+		t.Errorf("a2 after remount: %d blocks (%v), want the lower data's", st.Blocks, err)
+	}
 	check("after remount")
 	f, err := os.OpenFile(filepath.Join(mnt, "a2"), os.O_WRONLY, 0)
 	if err != nil {

@@ -125,6 +125,7 @@ func (n *node) setattr(f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) s
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	n.metaBlocks(&out.Attr)
 	n.u.overrideAt(&out.Attr, upperLayer, rel)
 	n.fixAttr(&out.Attr)
 	return 0

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
@@ -26,6 +27,12 @@ const (
 // change). The caller holds copyMu. The marker is read once per node: a file
 // made or copied up by this mount is known already.
 func (n *node) metacopyLocked() (layer int, rel string, ok bool, err error) {
+	return n.metacopyAt("")
+}
+
+// metacopyAt is metacopyLocked for a node whose path is rel when not yet
+// in the tree ("": the node's own).
+func (n *node) metacopyAt(path string) (layer int, rel string, ok bool, err error) {
 	if n.StableAttr().Mode != syscall.S_IFREG {
 		return 0, "", false, nil
 	}
@@ -38,7 +45,10 @@ func (n *node) metacopyLocked() (layer int, rel string, ok bool, err error) {
 	if st == isMetacopy {
 		return dl, dr, true, nil
 	}
-	src, ok, err := cow.MetacopyAt(n.u.layers[upperLayer].root, n.rel())
+	if path == "" {
+		path = n.rel()
+	}
+	src, ok, err := cow.MetacopyAt(n.u.layers[upperLayer].root, path)
 	if err != nil {
 		return 0, "", false, err
 	}
@@ -110,4 +120,30 @@ func (n *node) copyData(size int64) error {
 	}
 	n.mu.Unlock()
 	return nil
+}
+
+// learnMetacopy reads the marker of the node at rel now, unless a copy-up of
+// it is under way (then the next open learns it). A lookup calls it before
+// the kernel links the node into the tree.
+func (n *node) learnMetacopy(rel string) {
+	if !n.copyMu.TryLock() {
+		return
+	}
+	defer n.copyMu.Unlock()
+	_, _, _, _ = n.metacopyAt(rel) // an error shows again at open
+}
+
+// metaBlocks gives a known metacopy's attributes the blocks of its data: the
+// stub holds none, and du counts the data's, as with overlayfs.
+func (n *node) metaBlocks(a *fuse.Attr) {
+	n.mu.Lock()
+	meta, dl, drel := n.meta, n.dataLayer, n.dataRel
+	n.mu.Unlock()
+	if meta != isMetacopy {
+		return
+	}
+	var st unix.Statx_t
+	if n.u.statx(dl, drel, &st) == nil {
+		a.Blocks = st.Blocks
+	}
 }

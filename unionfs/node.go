@@ -129,6 +129,11 @@ func (n *node) newChild(ctx context.Context, name string, e *entry, st *unix.Sta
 	attrFromStatx(&out.Attr, st)
 	n.u.overrideAt(&out.Attr, e.layer, beneath.Join(n.rel(), name))
 	got := ch.Operations().(*node)
+	if e.layer == upperLayer && e.mode == syscall.S_IFREG && st.Blocks == 0 && st.Size > 0 {
+		// Holes only: perhaps a metacopy stub, whose blocks are below.
+		got.learnMetacopy(beneath.Join(n.rel(), name))
+		got.metaBlocks(&out.Attr)
+	}
 	got.fixAttr(&out.Attr)
 	return ch
 }
@@ -239,15 +244,8 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
-	n.mu.Lock()
-	meta, dl, drel := n.meta, n.dataLayer, n.dataRel
-	n.mu.Unlock()
-	if l == upperLayer && meta == isMetacopy {
-		// The stub holds no blocks; du counts the data's, as overlayfs does.
-		var lst unix.Statx_t
-		if n.u.statx(dl, drel, &lst) == nil {
-			out.Attr.Blocks = lst.Blocks
-		}
+	if l == upperLayer {
+		n.metaBlocks(&out.Attr)
 	}
 	n.u.overrideAt(&out.Attr, l, rel)
 	n.fixAttr(&out.Attr)
