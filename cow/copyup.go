@@ -91,6 +91,9 @@ type Result struct {
 // rel is an error (EEXIST). It returns the stat of the new upper entry and how
 // its data was copied.
 //
+// With opt.MetaOnly a regular file is copied without its data (a metacopy,
+// see metacopy.go).
+//
 // The copy is built in the work directory and renamed into place: on any error,
 // or a crash, the upper holds no part of it. Errors name rel ("copy-up a/b: ...").
 //
@@ -275,6 +278,9 @@ func readlinkat(dirfd int, name, rel string) (string, error) {
 // the data of sdir/sname into it. It returns the open descriptor of the copy,
 // and notes in res how the data was copied.
 func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp string, opt Options, res *Result) (_ int, err error) {
+	if opt.MetaOnly {
+		return -1, u.stub(srel, sst, tmp, res)
+	}
 	// O_NOATIME: a copy-up is not a read by the user, and the lower must not
 	// change. The kernel allows it to the file's owner and CAP_FOWNER only.
 	in, err := beneath.Open(sdir, sname, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
@@ -296,20 +302,6 @@ func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp str
 	}()
 
 	want, final := sst.Size, sst.Size // bytes to copy, size of the copy
-	if opt.MetaOnly {
-		// The marker before any other attribute: the copy is never without
-		// it, so a crash leaves nothing that passes for the data. No fsync
-		// either (stage skips it): there is no data to be in flight.
-		if err := unix.Fsetxattr(out, whiteout.MetacopyXattr(u.Privileged), []byte("/"+srel), 0); err != nil {
-			return -1, &os.PathError{Op: "setxattr metacopy", Path: tmp, Err: err}
-		}
-		if err := unix.Ftruncate(out, final); err != nil {
-			return -1, &os.PathError{Op: "ftruncate", Path: tmp, Err: err}
-		}
-		res.Method = Metacopy
-		_ = unix.Close(out) // nothing written to flush
-		return -1, nil
-	}
 	if opt.Size >= 0 {
 		want, final = min(opt.Size, sst.Size), opt.Size
 	}
@@ -332,6 +324,26 @@ func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp str
 		return -1, &os.PathError{Op: "ftruncate", Path: tmp, Err: err}
 	}
 	return out, nil
+}
+
+// stub makes work/tmp a metacopy of the lower file srel (attributes sst): its
+// size, no data, and the marker naming srel. The marker comes before any other
+// attribute, so that no crash leaves a stub that passes for the data; and
+// there is no fsync (stage skips it), as no data can be in flight.
+func (u *Upper) stub(srel string, sst *unix.Stat_t, tmp string, res *Result) error {
+	out, err := unix.Openat(u.work, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: tmp, Err: err}
+	}
+	defer unix.Close(out) // nothing written to flush
+	if err := unix.Fsetxattr(out, whiteout.MetacopyXattr(u.Privileged), []byte("/"+srel), 0); err != nil {
+		return &os.PathError{Op: "setxattr metacopy", Path: tmp, Err: err}
+	}
+	if err := unix.Ftruncate(out, sst.Size); err != nil {
+		return &os.PathError{Op: "ftruncate", Path: tmp, Err: err}
+	}
+	res.Method = Metacopy
+	return nil
 }
 
 // copier copies the data of one file.

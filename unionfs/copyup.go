@@ -177,7 +177,7 @@ func (u *union) copyTreeBelow(rel string, dir *node, layers []int, links map[dev
 			}
 		}
 		if child != nil {
-			if err := child.copyUp(-1); err != nil {
+			if err := child.copyUpMeta(); err != nil {
 				return err
 			}
 		} else if t.e.layer != upperLayer {
@@ -215,7 +215,10 @@ func (u *union) copyUpEntry(dir *node, dirRel, name string, e *entry) error {
 	if u.tracer != nil {
 		start = time.Now()
 	}
-	res, err := u.upper.CopyUp(cow.Source{Root: u.layers[e.layer].root, Rel: rel}, rel, cow.Options{Size: -1})
+	// A move needs no data: a regular file goes up as a metacopy when the
+	// union makes them (its node, made later, learns so from the marker).
+	meta := u.metacopy && e.mode == syscall.S_IFREG
+	res, err := u.upper.CopyUp(cow.Source{Root: u.layers[e.layer].root, Rel: rel}, rel, cow.Options{Size: -1, MetaOnly: meta})
 	if err != nil {
 		return err
 	}
