@@ -53,6 +53,9 @@ type union struct {
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).
 	// It is learnt once the mount serves, hence atomic.
 	passthrough atomic.Bool
+
+	// plus decides which entries of a READDIRPLUS carry attributes (plus.go).
+	plus plusPolicy
 }
 
 func (u *union) readOnly() bool { return u.upper == nil }
