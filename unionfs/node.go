@@ -203,8 +203,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	var ec entry
 	if ok {
 		ec = *e
+		e.bare = false
 	}
 	n.mu.Unlock()
+	if ec.bare {
+		n.u.plus.lookedUpBare()
+	}
 	if !ok {
 		if n.u.tracer != nil {
 			n.u.traceMissing(n, idx, name)

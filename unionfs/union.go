@@ -58,6 +58,8 @@ type union struct {
 	// files metadata-only copy-ups (Config.Metacopy, metacopy.go). Metacopy
 	// files in the upper are read whatever it says.
 	metacopy bool
+	// plus decides which entries of a READDIRPLUS carry attributes (plus.go).
+	plus plusPolicy
 }
 
 func (u *union) readOnly() bool { return u.upper == nil }
