@@ -104,6 +104,9 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	delete(n.fds, f)
 	if f.passthrough {
 		n.passedThrough--
+		if f.lower {
+			n.lowerBacking--
+		}
 	} else {
 		n.cached--
 	}
@@ -191,26 +194,44 @@ func (n *node) openFile(flags int) (*file, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.addFile(fd, l != upperLayer), nil
+	f, err := n.addFile(fd, l != upperLayer)
+	if err != nil {
+		_ = unix.Close(fd) // never handed out
+		return nil, err
+	}
+	return f, nil
 }
 
 // addFile registers an open descriptor of the node's file and chooses its I/O
 // mode. The kernel keeps one mode per inode while it is open: either every open
-// passes through to one backing file, or none does and all share the page cache
-// (it fails an open that breaks the rule with EIO). In a union with an upper,
-// a lower file is never a backing file: the kernel reopens the backing file with
-// each new opener's flags, so a writer after a copy-up would write to the lower
-// layer, and would keep the lower file's readers from seeing its writes. A
-// read-only union has no writer (the kernel refuses every write with EROFS
-// before asking), so there lower files pass through too. Upper files pass
-// through when no cached handle is open.
-func (n *node) addFile(fd int, lower bool) *file {
+// passes through, all to one backing file, or none does and all share the page
+// cache (it fails an open that breaks the rule with EIO, FOPEN_DIRECT_IO
+// included: fuse_file_io_open in fs/fuse/iomode.c). Every file passes through
+// when the kernel offers it and no cached handle is open.
+//
+// A lower file is a backing file only for readers: the kernel opens the
+// backing file anew for each open of the inode, with that opener's flags
+// (backing_file_open in fs/fuse/passthrough.c), so a writer's open of the same
+// inode would write to the lower layer. Writers always open the upper copy
+// (Open copies up first), and an upper file cannot join an inode whose backing
+// file is a lower one: that open gets ESTALE, after which the kernel walks the
+// path again and asks this daemon to look every name up anew (do_filp_open's
+// LOOKUP_REVAL retry), and the name now leads to another node, the copy's
+// (see supersede). The inode of the lower file stays with its readers.
+func (n *node) addFile(fd int, lower bool) (*file, error) {
 	f := &file{node: n, fd: fd, lower: lower}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	f.passthrough = n.u.passthrough.Load() && (!lower || n.u.readOnly()) && n.cached == 0
+	if !lower && n.lowerBacking > 0 {
+		return nil, syscall.ESTALE
+	}
+	f.passthrough = n.u.passthrough.Load() && n.cached == 0 &&
+		!(lower && n.u.followCopyUp && !n.u.readOnly())
 	if f.passthrough {
 		n.passedThrough++
+		if lower {
+			n.lowerBacking++
+		}
 	} else {
 		n.cached++
 	}
@@ -218,7 +239,7 @@ func (n *node) addFile(fd int, lower bool) *file {
 		n.fds = map[*file]struct{}{}
 	}
 	n.fds[f] = struct{}{}
-	return f
+	return f, nil
 }
 
 // use calls fn with the handle's descriptor and whether it is a lower file's,
@@ -259,13 +280,15 @@ func asFile(h fs.FileHandle) (*file, bool) {
 	return nil, false
 }
 
-// reopenUpper points a handle of the lower file at the upper copy rel, after a
-// copy-up; the caller holds the node's lock. On failure the handle keeps reading
-// the lower file, which holds the data as it was before the copy-up.
+// reopenUpper points a cached handle of the lower file at the upper copy rel,
+// after a copy-up; the caller holds the node's lock. On failure the handle keeps
+// reading the lower file, which holds the data as it was before the copy-up. A
+// handle passed through keeps its lower file: the kernel reads the backing file
+// itself, and the daemon's descriptor must stay the file the kernel reads.
 func (f *file) reopenUpper(rel string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed || !f.lower {
+	if f.closed || !f.lower || f.passthrough {
 		return
 	}
 	fd, err := beneath.Open(f.node.u.layers[upperLayer].root, rel, unix.O_RDONLY|unix.O_NOFOLLOW, 0)

@@ -32,6 +32,12 @@ type Config struct {
 	Whiteout whiteout.Format
 	// Volatile skips the fsync of copied-up files (overlayfs's "volatile").
 	Volatile bool
+	// FollowCopyUp makes a descriptor opened on a lower file read the upper
+	// copy once a writer copies the file up, as overlayfs (since Linux 4.19)
+	// and fuse-overlayfs do; lower files are then read through this daemon
+	// rather than passed through. Without it such a descriptor keeps reading
+	// the lower file as it was, as overlayfs did before 4.19.
+	FollowCopyUp bool
 	// Options are extra FUSE mount options (-o), e.g. "ro", "noatime".
 	Options []string
 	// FsName is the source shown in /proc/mounts; "" means "strata".
@@ -87,7 +93,8 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	if logger == nil {
 		logger = log.Default()
 	}
-	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled(), tracer: cfg.Trace}
+	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled(), tracer: cfg.Trace,
+		followCopyUp: cfg.FollowCopyUp}
 	defer func() {
 		if err != nil {
 			u.close()
@@ -279,6 +286,10 @@ func (s *Server) Unmount() error {
 		delay *= 2
 	}
 }
+
+// Passthrough reports whether the kernel reads and writes the layers' files
+// itself (FUSE passthrough), or file data goes through this daemon.
+func (s *Server) Passthrough() bool { return s.union.passthrough.Load() }
 
 // Wait returns when the union has been unmounted, and releases its layers.
 func (s *Server) Wait() {

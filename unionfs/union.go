@@ -49,6 +49,10 @@ type union struct {
 	// stack is the value of StackXattr on the root (stack.go).
 	stack []byte
 
+	// followCopyUp keeps lower files of a writable union out of passthrough
+	// (Config.FollowCopyUp).
+	followCopyUp bool
+
 	// passthrough is false when the kernel refused a backing file, so that no
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).
 	// It is learnt once the mount serves, hence atomic.
@@ -222,6 +226,15 @@ func (t *identities) of(l int, st *unix.Statx_t, parent uint64, name string) fs.
 		gen = g
 	}
 	return fs.StableAttr{Mode: mode, Ino: t.numberLocked(dev, st.Ino), Gen: gen}
+}
+
+// newGen returns a generation no node has had.
+func (t *identities) newGen() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g := t.nextGen
+	t.nextGen++
+	return g
 }
 
 // copiedUp records that the upper entry st now stands for the node id.
