@@ -262,7 +262,9 @@ func (o *ptObs) readsLower(data []byte, off int64) bool {
 
 func (o *ptObs) p(rel string) string { return filepath.Join(o.mnt, rel) }
 
-func (o *ptObs) log(format string, args ...any) { o.lines = append(o.lines, fmt.Sprintf(format, args...)) }
+func (o *ptObs) log(format string, args ...any) {
+	o.lines = append(o.lines, fmt.Sprintf(format, args...))
+}
 
 func (o *ptObs) rec(what string, err error) {
 	if err != nil {
@@ -353,4 +355,3 @@ func digest(data []byte) uint32 {
 	}
 	return h
 }
-

@@ -190,7 +190,7 @@ func (n *node) openFile(flags int) (*file, error) {
 		// Lower layers are read-only, whatever the caller asked.
 		flags = flags&^(syscall.O_ACCMODE|syscall.O_TRUNC|syscall.O_APPEND) | syscall.O_RDONLY
 	}
-	fd, err := beneath.Open(n.u.layers[l].root, n.rel(), flags|syscall.O_NOFOLLOW, 0)
+	fd, err := beneath.Open(n.u.layers[l].files, n.rel(), flags|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}

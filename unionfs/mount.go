@@ -122,6 +122,14 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 		u.layers[1+i] = l
+		if u.upper != nil {
+			if l.files, err = readOnlyView(l.root); err != nil {
+				// Not fatal: a user namespace may not own the layer's
+				// mount. The rules of addFile still keep writers away.
+				logger.Printf("strata: lower layer %s: no read-only view of its mount: %v", p, err)
+				l.files, err = l.root, nil
+			}
+		}
 		devs = append(devs, l.dev)
 	}
 	u.ids.init(devs)
@@ -254,7 +262,25 @@ func openLayer(path string) (*layer, error) {
 		_ = unix.Close(fd) // already failing
 		return nil, &os.PathError{Op: "stat layer", Path: path, Err: err}
 	}
-	return &layer{path: path, root: fd, dev: st.Dev}, nil
+	return &layer{path: path, root: fd, files: fd, dev: st.Dev}, nil
+}
+
+// readOnlyView returns the directory root on a detached, read-only copy of its
+// mounts: the root lower files are opened from. The kernel reopens a
+// passthrough backing file with each opener's flags, so a lower file opened
+// there can never be reopened for writing (EROFS), whatever the daemon hands
+// the kernel: a second fence behind addFile's rules.
+func readOnlyView(root int) (int, error) {
+	fd, err := unix.OpenTree(root, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, fmt.Errorf("open_tree: %w", err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		_ = unix.Close(fd) // already failing
+		return -1, fmt.Errorf("mount_setattr: %w", err)
+	}
+	return fd, nil
 }
 
 func (u *union) close() error {
@@ -262,6 +288,9 @@ func (u *union) close() error {
 	for _, l := range u.layers {
 		if l != nil {
 			errs = append(errs, unix.Close(l.root))
+			if l.files != l.root {
+				errs = append(errs, unix.Close(l.files))
+			}
 		}
 	}
 	if u.upper != nil {

@@ -21,7 +21,11 @@ const upperLayer = 0
 type layer struct {
 	path string // as given, for messages
 	root int    // O_PATH descriptor of the layer's root directory
-	dev  uint64 // device of the root
+	// files is the root that regular files are opened from to be read: for
+	// a lower layer of a writable union, on a read-only mount of its own
+	// (readOnlyView); else root.
+	files int
+	dev   uint64 // device of the root
 }
 
 // union is the state shared by every node of one mount.
