@@ -23,8 +23,9 @@ import (
 func TestWritesAfterPassthroughReaders(t *testing.T) {
 	requireRoot(t)
 	type scenario struct {
-		name string
-		run  func(o *ptObs, f string)
+		name  string
+		run   func(o *ptObs, f string)
+		small bool // below unionfs's lowerPassthroughMin: kept in the page cache
 	}
 	scenarios := []scenario{
 		{"pwrite", func(o *ptObs, f string) {
@@ -38,7 +39,7 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			o.stat(f)
 			o.close(r)
 			o.readAll("after close", f)
-		}},
+		}, false},
 		{"mmap write", func(o *ptObs, f string) {
 			r := o.open("reader", f, unix.O_RDONLY)
 			o.pread("reader", r, 100, 16)
@@ -48,7 +49,7 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			o.pread("old reader", r, 100, 16)
 			o.readAll("new reader", f)
 			o.close(r)
-		}},
+		}, false},
 		{"O_TRUNC", func(o *ptObs, f string) {
 			r := o.open("reader", f, unix.O_RDONLY)
 			o.pread("reader", r, 0, 24)
@@ -59,7 +60,7 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			o.readAll("new reader", f)
 			o.stat(f)
 			o.close(r)
-		}},
+		}, false},
 		{"O_APPEND", func(o *ptObs, f string) {
 			r := o.open("reader", f, unix.O_RDONLY)
 			w := o.open("writer", f, unix.O_WRONLY|unix.O_APPEND)
@@ -68,7 +69,7 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			o.readAll("new reader", f)
 			o.stat(f)
 			o.close(r)
-		}},
+		}, false},
 		{"reader's mapping", func(o *ptObs, f string) {
 			r := o.open("reader", f, unix.O_RDONLY)
 			mem, err := unix.Mmap(r, 0, 4096, unix.PROT_READ, unix.MAP_SHARED)
@@ -86,7 +87,7 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			}
 			o.readAll("new reader", f)
 			o.close(r)
-		}},
+		}, false},
 		{"truncate by name, then write", func(o *ptObs, f string) {
 			r := o.open("reader", f, unix.O_RDONLY)
 			o.rec("truncate", unix.Truncate(o.p(f), 5))
@@ -97,7 +98,7 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			o.pread("old reader", r, 0, 24)
 			o.readAll("new reader", f)
 			o.close(r)
-		}},
+		}, false},
 		{"two writers, two readers", func(o *ptObs, f string) {
 			r1 := o.open("reader 1", f, unix.O_RDONLY)
 			r2 := o.open("reader 2", f, unix.O_RDONLY)
@@ -115,7 +116,7 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			o.pread("old reader 2", r2, 0, 16)
 			o.close(r2)
 			o.close(r3)
-		}},
+		}, false},
 		{"rename, then write", func(o *ptObs, f string) {
 			r := o.open("reader", f, unix.O_RDONLY)
 			o.rec("rename", unix.Rename(o.p(f), o.p(f+".moved")))
@@ -125,7 +126,20 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			o.pread("old reader", r, 0, 24)
 			o.readAll("new reader", f+".moved")
 			o.close(r)
-		}},
+		}, false},
+		{"small file: a lock, then a writer", func(o *ptObs, f string) {
+			r := o.open("reader", f, unix.O_RDONLY)
+			o.rec("reader flock", unix.Flock(r, unix.LOCK_EX|unix.LOCK_NB))
+			w := o.open("writer", f, unix.O_RDWR)
+			if w >= 0 {
+				o.log("writer flock: %v", unix.Flock(w, unix.LOCK_EX|unix.LOCK_NB))
+			}
+			o.pwrite("writer", w, 0, "NEW!")
+			o.close(w)
+			o.pread("reader", r, 0, 24)
+			o.readAll("new reader", f)
+			o.close(r)
+		}, true},
 		{"chmod, then write", func(o *ptObs, f string) {
 			r := o.open("reader", f, unix.O_RDONLY)
 			o.rec("chmod", unix.Chmod(o.p(f), 0o600))
@@ -135,12 +149,16 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			o.close(w)
 			o.readAll("new reader", f)
 			o.close(r)
-		}},
+		}, false},
 	}
 	var fixture []fx
 	for i := range scenarios {
 		f := fmt.Sprintf("f%02d", i)
-		fixture = append(fixture, fFile(f, "lower content of "+f+"\n"+string(bigContent(20000))))
+		size := int64(100 << 10)
+		if scenarios[i].small {
+			size = 1000
+		}
+		fixture = append(fixture, fFile(f, "lower content of "+f+"\n"+string(bigContent(size))))
 	}
 	fill := func(i int, dir string) { applyFixture(t, dir, fixture) }
 

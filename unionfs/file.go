@@ -217,16 +217,21 @@ func (n *node) openFile(flags int) (*file, error) {
 // file is a lower one: that open gets ESTALE, after which the kernel walks the
 // path again and asks this daemon to look every name up anew (do_filp_open's
 // LOOKUP_REVAL retry), and the name now leads to another node, the copy's
-// (see supersede). The inode of the lower file stays with its readers.
+// (copyID). The inode of the lower file stays with its readers. With
+// Config.FollowCopyUp, lower files of a writable union are cached instead, so
+// that a copy-up can move their handles to the copy (reopenUpper).
 func (n *node) addFile(fd int, lower bool) (*file, error) {
 	f := &file{node: n, fd: fd, lower: lower}
+	pass := n.u.passthrough.Load()
+	if pass && lower && !n.u.readOnly() {
+		pass = !n.u.followCopyUp && passesThrough(fd)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !lower && n.lowerBacking > 0 {
 		return nil, syscall.ESTALE
 	}
-	f.passthrough = n.u.passthrough.Load() && n.cached == 0 &&
-		!(lower && n.u.followCopyUp && !n.u.readOnly())
+	f.passthrough = pass && n.cached == 0
 	if f.passthrough {
 		n.passedThrough++
 		if lower {
@@ -240,6 +245,22 @@ func (n *node) addFile(fd int, lower bool) (*file, error) {
 	}
 	n.fds[f] = struct{}{}
 	return f, nil
+}
+
+// lowerPassthroughMin is the size from which a lower file of a writable union
+// is passed through. Smaller files, lock and pid files among them, stay in the
+// page cache: there a copy-up keeps one kernel inode, so that locks taken on
+// the lower file still hold against a writer (the kernel keeps them per inode,
+// and a copy-up under passthrough readers gives the copy another one), and
+// readers see the writes. Such a file takes one READ (below the 1 MiB
+// request size), which passthrough would trade for registering a backing
+// file at each open.
+const lowerPassthroughMin = 64 << 10
+
+// passesThrough reports whether the lower file fd is big enough to pass through.
+func passesThrough(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Size >= lowerPassthroughMin
 }
 
 // use calls fn with the handle's descriptor and whether it is a lower file's,

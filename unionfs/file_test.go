@@ -23,11 +23,11 @@ func testUnion(t *testing.T, follow bool) *union {
 	return u
 }
 
-// testFd is a descriptor of a fresh file, closed when the test ends unless a
+// testFd is a descriptor of a fresh file big enough to pass through, closed when the test ends unless a
 // handle's Release closed it.
 func testFd(t *testing.T) int {
 	p := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+	if err := os.WriteFile(p, make([]byte, lowerPassthroughMin), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -79,6 +79,28 @@ func TestAddFileLowerBacking(t *testing.T) {
 		t.Fatalf("upper handle once the readers left: err %v; want a passthrough handle", err)
 	}
 	_ = w.Release(context.Background())
+}
+
+// TestAddFileSmallLower: a small lower file stays in the page cache, so that
+// its copy keeps the inode (and the locks on it).
+func TestAddFileSmallLower(t *testing.T) {
+	n := &node{u: testUnion(t, false), layer: 1}
+	p := filepath.Join(t.TempDir(), "lock")
+	if err := os.WriteFile(p, []byte("1234\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := n.addFile(fd, true)
+	if err != nil || r.passthrough {
+		t.Fatalf("small reader: err %v, passthrough %v; want a cached handle", err, r != nil && r.passthrough)
+	}
+	if id := n.copyID(); id != n.StableAttr() {
+		t.Errorf("copyID with a cached reader = %+v, want the node's own", id)
+	}
+	_ = r.Release(context.Background())
 }
 
 // TestAddFileFollowCopyUp: with FollowCopyUp, lower files of a writable union
