@@ -45,7 +45,7 @@
 // reads and writes the layer file itself, as the inode's backing file. Lower
 // files are opened from a read-only view of their layer's mount
 // (readOnlyView), and only for readers: writers open the upper copy. In a
-// writable union, lower files smaller than lowerPassthroughMin (64 KiB) stay
+// writable union, lower files smaller than lowerPassthroughMin (4 KiB) stay
 // in the page cache, as below: lock files and the like keep one inode across
 // their copy-up, so that locks hold between readers and writers.
 //
