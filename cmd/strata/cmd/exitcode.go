@@ -45,6 +45,10 @@ func ExitCode(err error) int {
 		return status.code
 	case errors.As(err, &start):
 		return start.Code
+	case errors.As(err, &child) && child.Code > exitBadInput:
+		// run -d: the command could not start (126, 127), said the
+		// background supervisor before it was ready.
+		return child.Code
 	case errors.As(err, &usage),
 		errors.As(err, &child),
 		errors.Is(err, layers.ErrInvalid),

@@ -43,6 +43,8 @@ type ChildError struct {
 	// Msg is what the child wrote: the text of its error, or a note that
 	// it died without a word.
 	Msg string
+	// Code is the child's exit status, -1 if it did not exit normally.
+	Code int
 }
 
 func (e *ChildError) Error() string { return e.Msg }
@@ -101,13 +103,14 @@ func Start(ctx context.Context, args []string) (pid int, err error) {
 			return pid, nil
 		}
 		werr := cmd.Wait()
+		code := cmd.ProcessState.ExitCode()
 		if msg == "" {
 			msg = fmt.Sprintf("background process exited before it was ready (%v)", werr)
 			if rep.err != nil {
 				msg = fmt.Sprintf("background process: read readiness: %v", rep.err)
 			}
 		}
-		return 0, &ChildError{Msg: msg}
+		return 0, &ChildError{Msg: msg, Code: code}
 	}
 }
 
