@@ -26,6 +26,11 @@ type Options struct {
 	// 0 for a copy-up that will be truncated anyway (open with O_TRUNC); N when
 	// the file is about to be truncated to N.
 	Size int64
+	// MetaOnly makes a metadata-only copy of a regular file (metacopy): an
+	// upper file with every attribute and the size of the lower one, holes
+	// only, marked with whiteout.MetacopyXattr naming the lower path where
+	// its data stays until CopyData. Size must be -1. Other types copy whole.
+	MetaOnly bool
 }
 
 // Sizes of one data transfer. copy_file_range(2) moves at most 2 GiB - 4 KiB per
@@ -50,6 +55,8 @@ const (
 	// ReadWrite: strata read and wrote it through a buffer, where the
 	// kernel could not copy (across file systems of different types).
 	ReadWrite
+	// Metacopy: no data moved; the copy names the lower file that holds it.
+	Metacopy
 )
 
 func (m Method) String() string {
@@ -62,6 +69,8 @@ func (m Method) String() string {
 		return "copy_file_range"
 	case ReadWrite:
 		return "read-write"
+	case Metacopy:
+		return "metacopy"
 	}
 	return fmt.Sprintf("Method(%d)", int(m))
 }
@@ -82,6 +91,9 @@ type Result struct {
 // rel is an error (EEXIST). It returns the stat of the new upper entry and how
 // its data was copied.
 //
+// With opt.MetaOnly a regular file is copied without its data (a metacopy,
+// see metacopy.go).
+//
 // The copy is built in the work directory and renamed into place: on any error,
 // or a crash, the upper holds no part of it. Errors name rel ("copy-up a/b: ...").
 //
@@ -95,7 +107,7 @@ func (u *Upper) CopyUp(src Source, rel string, opt Options) (st Result, err erro
 			err = fmt.Errorf("copy-up %s: %w", rel, err)
 		}
 	}()
-	if opt.Size < -1 {
+	if opt.Size < -1 || (opt.MetaOnly && opt.Size != -1) {
 		return st, fmt.Errorf("size %d: %w", opt.Size, unix.EINVAL)
 	}
 	sdirRel, sname := beneath.Split(src.Rel)
@@ -266,6 +278,9 @@ func readlinkat(dirfd int, name, rel string) (string, error) {
 // the data of sdir/sname into it. It returns the open descriptor of the copy,
 // and notes in res how the data was copied.
 func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp string, opt Options, res *Result) (_ int, err error) {
+	if opt.MetaOnly {
+		return -1, u.stub(srel, sst, tmp, res)
+	}
 	// O_NOATIME: a copy-up is not a read by the user, and the lower must not
 	// change. The kernel allows it to the file's owner and CAP_FOWNER only.
 	in, err := beneath.Open(sdir, sname, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOATIME, 0)
@@ -309,6 +324,26 @@ func (u *Upper) copyFile(sdir int, sname, srel string, sst *unix.Stat_t, tmp str
 		return -1, &os.PathError{Op: "ftruncate", Path: tmp, Err: err}
 	}
 	return out, nil
+}
+
+// stub makes work/tmp a metacopy of the lower file srel (attributes sst): its
+// size, no data, and the marker naming srel. The marker comes before any other
+// attribute, so that no crash leaves a stub that passes for the data; and
+// there is no fsync (stage skips it), as no data can be in flight.
+func (u *Upper) stub(srel string, sst *unix.Stat_t, tmp string, res *Result) error {
+	out, err := unix.Openat(u.work, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: tmp, Err: err}
+	}
+	defer unix.Close(out) // nothing written to flush
+	if err := unix.Fsetxattr(out, whiteout.MetacopyXattr(u.Privileged), []byte("/"+srel), 0); err != nil {
+		return &os.PathError{Op: "setxattr metacopy", Path: tmp, Err: err}
+	}
+	if err := unix.Ftruncate(out, sst.Size); err != nil {
+		return &os.PathError{Op: "ftruncate", Path: tmp, Err: err}
+	}
+	res.Method = Metacopy
+	return nil
 }
 
 // copier copies the data of one file.

@@ -1,6 +1,7 @@
-// Package cow writes the upper layer of a union: it copies lower entries up, makes
-// whiteouts and opaque directories, and creates new entries so that each change
-// appears at once or not at all.
+// Package cow writes the upper layer of a union: it copies lower entries up
+// (whole, or metadata only: metacopy.go), makes whiteouts and opaque
+// directories, and creates new entries so that each change appears at once or
+// not at all.
 //
 // Every multi-step change is staged in the work directory, which must sit on the
 // same filesystem as the upper, and renamed into place: a crash leaves either the

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/cow"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -31,6 +32,11 @@ type DiffOptions struct {
 	// Exclude are paths relative to the upper ("etc/hostname") that never go
 	// into the tar, nor anything below them.
 	Exclude []string
+	// Lowers are the layer directories under the upper, top first: a
+	// metacopy file of the upper (whiteout.MetacopyXattr) takes its data
+	// from the topmost of them holding the path its marker names. Without
+	// them an upper with a metacopy file is an error.
+	Lowers []string
 }
 
 // WriteDiff writes the upper directory upper as a layer tar to w: every entry
@@ -185,16 +191,48 @@ func diffEntry(tw *tar.Writer, p, rel string, links map[[2]uint64]string, opts D
 		return err
 	}
 	defer func() { _ = f.Close() }() // read-only
+	data, err := metacopyData(f, opts.Lowers, st.Size)
+	if err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	if data != f {
+		defer func() { _ = data.Close() }() // read-only
+	}
 	hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
 	if err := writeHeader(tw, hdr); err != nil {
 		return err
 	}
-	if n, err := io.Copy(tw, f); err != nil {
+	if n, err := io.Copy(tw, data); err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	} else if n != st.Size {
 		return fmt.Errorf("%s: changed while read (%d bytes, expected %d)", rel, n, st.Size)
 	}
 	return nil
+}
+
+// metacopyData returns the file holding the data of the upper file f: f itself,
+// or for a metacopy file the lower file its marker names, found in lowers (top
+// first), which must have the size f shows.
+func metacopyData(f *os.File, lowers []string, size int64) (*os.File, error) {
+	src, ok, err := cow.MetacopyOf(int(f.Fd()))
+	if err != nil || !ok {
+		return f, err
+	}
+	for _, l := range lowers {
+		d, err := os.OpenFile(filepath.Join(l, filepath.FromSlash(src)), os.O_RDONLY|unix.O_NOFOLLOW, 0)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if fi, err := d.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+			_ = d.Close()
+			return nil, fmt.Errorf("metacopy data %s in %s: not the file the upper was made on", src, l)
+		}
+		return d, nil
+	}
+	return nil, fmt.Errorf("metacopy file: no lower layer holds its data %s (give the lower layers)", src)
 }
 
 func writeHeader(tw *tar.Writer, hdr *tar.Header) error {
@@ -296,7 +334,14 @@ func (s *Store) Commit(ctx context.Context, upper, from string, opts CommitOptio
 	if created.IsZero() {
 		created = time.Now().UTC()
 	}
+	rec, err := s.Image(from)
+	if err != nil {
+		return v1.Hash{}, err
+	}
 	diff := DiffOptions{Exclude: opts.Exclude}
+	for i := len(rec.Layers) - 1; i >= 0; i-- { // top first
+		diff.Lowers = append(diff.Lowers, s.LayerDir(rec.Layers[i].DiffID))
+	}
 	if opts.Clamp {
 		diff.Clamp = created
 	}

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/unionfs"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -50,14 +51,27 @@ func TestDifferential(t *testing.T) {
 			for _, c := range diffCases() {
 				t.Run(c.name, func(t *testing.T) {
 					t.Parallel()
-					runDiff(t, c, f)
+					runDiff(t, c, f, false)
 				})
 			}
 		})
 	}
+	if *diffSelf {
+		return
+	}
+	// With metacopy the upper holds stubs overlayfs (metacopy=off) does not
+	// write: the merged trees must agree all the same.
+	t.Run("oci-metacopy", func(t *testing.T) {
+		for _, c := range diffCases() {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				runDiff(t, c, whiteout.OCI, true)
+			})
+		}
+	})
 }
 
-func runDiff(t *testing.T, c diffCase, f whiteout.Format) {
+func runDiff(t *testing.T, c diffCase, f whiteout.Format, metacopy bool) {
 	fill := func(i int, dir string) { applyFixture(t, dir, c.layers[i]) }
 	ref := newStack(t, len(c.layers), fill)
 	sut := newStack(t, len(c.layers), fill)
@@ -72,6 +86,10 @@ func runDiff(t *testing.T, c diffCase, f whiteout.Format) {
 	var sutMnt string
 	if *diffSelf {
 		sutMnt = mountOverlay(t, sut)
+	} else if metacopy {
+		sutName += "-metacopy"
+		guardLowers(t, sut.Lowers)
+		sutMnt = mountConfig(t, unionfs.Config{Lowers: sut.Lowers, Upper: sut.Upper, Work: sut.Work, Whiteout: f, Metacopy: true})
 	} else {
 		sutMnt = mountStrata(t, sut, f)
 	}
@@ -94,7 +112,9 @@ func runDiff(t *testing.T, c diffCase, f whiteout.Format) {
 	syncfs(t, refMnt)
 	syncfs(t, sutMnt)
 	compareTrees(t, "merged trees after ops", "overlay", snapshot(t, refMnt, snapMerged), sutName, snapshot(t, sutMnt, snapMerged))
-	if c.mergedOnly == "" {
+	if metacopy {
+		t.Logf("uppers not compared: metacopy stubs")
+	} else if c.mergedOnly == "" {
 		compareTrees(t, "uppers after ops", "overlay", upperMeaning(t, ref), sutName, upperMeaning(t, sut))
 	} else {
 		t.Logf("uppers not compared: %s", c.mergedOnly)

@@ -163,18 +163,24 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 	fill := func(i int, dir string) { applyFixture(t, dir, fixture) }
 
 	type mode struct {
-		name   string
-		format whiteout.Format
-		follow bool // Config.FollowCopyUp
+		name     string
+		format   whiteout.Format
+		follow   bool // Config.FollowCopyUp
+		metacopy bool // Config.Metacopy: chmod copies no data, the write does
 	}
-	for _, m := range []mode{{"oci", whiteout.OCI, false}, {"overlay", whiteout.Overlay, false}, {"follow copy-up", whiteout.OCI, true}} {
+	for _, m := range []mode{
+		{"oci", whiteout.OCI, false, false},
+		{"overlay", whiteout.Overlay, false, false},
+		{"follow copy-up", whiteout.OCI, true, false},
+		{"metacopy", whiteout.OCI, false, true},
+	} {
 		t.Run(m.name, func(t *testing.T) {
 			ref := newStack(t, 1, fill)
 			refMnt := mountOverlay(t, ref)
 			s := newStack(t, 1, fill)
 			before := snapshotLowers(t, s)
 			guardLowers(t, s.Lowers)
-			mnt, srv := mountStrataServer(t, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: m.format, FollowCopyUp: m.follow})
+			mnt, srv := mountStrataServer(t, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: m.format, FollowCopyUp: m.follow, Metacopy: m.metacopy})
 			// With lower files passed through, a reader that came before a
 			// write keeps the lower file (overlayfs before Linux 4.19);
 			// without passthrough, or with FollowCopyUp, it reads the copy,

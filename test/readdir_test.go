@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,5 +213,116 @@ func TestReaddirNeverStale(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// dirent is one entry as getdents reports it.
+type dirent struct {
+	ino uint64
+	typ uint8
+}
+
+// listDir reads the whole directory path with getdents.
+func listDir(t *testing.T, path string) map[string]dirent {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	got := map[string]dirent{}
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatalf("getdents %s: %v", path, err)
+		}
+		if n == 0 {
+			return got
+		}
+		for off := 0; off < n; {
+			ino := binary.NativeEndian.Uint64(buf[off:])
+			reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
+			name := unix.ByteSliceToString(buf[off+19 : off+reclen])
+			if name != "." && name != ".." {
+				got[name] = dirent{ino: ino, typ: buf[off+18]}
+			}
+			off += reclen
+		}
+	}
+}
+
+// TestReaddirPlusThenStat lists directories and stats their entries in the
+// patterns that make strata hand READDIRPLUS entries out with and without
+// their attributes (unionfs/plus.go): listings nobody stats, then listings
+// whose every entry is stated, then some of each. Whatever went out, every
+// entry must stat as kernel overlayfs shows it, and as the number getdents
+// gave it.
+func TestReaddirPlusThenStat(t *testing.T) {
+	const dirs, files = 30, 60
+	s := newStack(t, 2, func(i int, dir string) {
+		for d := range dirs {
+			for f := i; f < files; f += 2 {
+				mustWrite(t, filepath.Join(dir, "d"+itoa(d), "f"+itoa(f)), strings.Repeat("x", f+i))
+			}
+			mustWrite(t, filepath.Join(dir, "d"+itoa(d), "shadowed"), strings.Repeat("y", 10+i))
+			if err := os.MkdirAll(filepath.Join(dir, "d"+itoa(d), "sub"+itoa(i)), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("f0", filepath.Join(dir, "d"+itoa(d), "link"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	ref := mountOverlay(t, stack{Lowers: s.Lowers})
+
+	check := func(d int, stat bool) {
+		t.Helper()
+		rel := "d" + itoa(d)
+		got, want := listDir(t, filepath.Join(mnt, rel)), listDir(t, filepath.Join(ref, rel))
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d entries, overlay shows %d", rel, len(got), len(want))
+		}
+		if !stat {
+			return
+		}
+		for name, w := range want {
+			g, ok := got[name]
+			if !ok || g.typ != w.typ {
+				t.Errorf("%s/%s: listed %v (%t), overlay %v", rel, name, g, ok, w)
+				continue
+			}
+			var gs, ws unix.Stat_t
+			if err := unix.Lstat(filepath.Join(mnt, rel, name), &gs); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Lstat(filepath.Join(ref, rel, name), &ws); err != nil {
+				t.Fatal(err)
+			}
+			if gs.Ino != g.ino {
+				t.Errorf("%s/%s: st_ino %d, getdents said %d", rel, name, gs.Ino, g.ino)
+			}
+			if gs.Mode != ws.Mode || gs.Size != ws.Size || gs.Mtim != ws.Mtim {
+				t.Errorf("%s/%s: mode %o size %d mtime %v, overlay mode %o size %d mtime %v",
+					rel, name, gs.Mode, gs.Size, gs.Mtim, ws.Mode, ws.Size, ws.Mtim)
+			}
+		}
+	}
+	d := 0
+	for range 5 { // find: listings only
+		check(d, false)
+		d++
+	}
+	for range 10 { // ls -l: every entry stated
+		check(d, true)
+		d++
+	}
+	for d < dirs { // a walk that stats every other directory
+		check(d, d%2 == 0)
+		d++
+	}
+	for d := range dirs { // and all again, from the kernel's caches or not
+		check(d, true)
 	}
 }

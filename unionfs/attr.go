@@ -35,7 +35,13 @@ func (n *node) setattr(f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) s
 	if hasSize {
 		cp = int64(size)
 	}
-	if err := n.copyUp(cp); err != nil {
+	var err error
+	if hasSize {
+		err = n.copyUpData(cp)
+	} else {
+		err = n.copyUpMeta() // chmod, chown, utimes: no data needed
+	}
+	if err != nil {
 		return toErrno(err)
 	}
 	// Through the caller's descriptor when it has one on the upper file
@@ -119,6 +125,7 @@ func (n *node) setattr(f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) s
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	n.metaBlocks(&out.Attr)
 	n.u.overrideAt(&out.Attr, upperLayer, rel)
 	n.fixAttr(&out.Attr)
 	return 0
@@ -309,7 +316,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if _, err := n.loadXattrs(); err != nil {
 		return toErrno(err)
 	}
-	if err := n.copyUp(-1); err != nil {
+	if err := n.copyUpMeta(); err != nil {
 		return toErrno(err)
 	}
 	if err := xattr.Set(n.u.layers[upperLayer].root, n.rel(), attr, data, int(flags)); err != nil {
@@ -337,7 +344,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if !ok {
 		return syscall.ENODATA // no copy-up for nothing
 	}
-	if err := n.copyUp(-1); err != nil {
+	if err := n.copyUpMeta(); err != nil {
 		return toErrno(err)
 	}
 	if err := xattr.Remove(n.u.layers[upperLayer].root, n.rel(), attr); err != nil {

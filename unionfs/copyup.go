@@ -16,7 +16,34 @@ var errReadOnly = syscall.EROFS
 
 // copyUp brings the node into the upper layer, its parents first; size limits the
 // data copied (see cow.Options). It is a no-op for a node already there.
+//
+// A node already in the upper stays as it is, a metacopy too: copyUpData is
+// for callers about to change the data.
 func (n *node) copyUp(size int64) error {
+	return n.copyUpOpt(size, false)
+}
+
+// copyUpData brings the node's data into the upper, for a write or a
+// truncation to size: a copy-up, or the data of a metacopy.
+func (n *node) copyUpData(size int64) error {
+	if err := n.copyUpOpt(size, false); err != nil {
+		return err
+	}
+	if n.StableAttr().Mode != syscall.S_IFREG {
+		return nil
+	}
+	return n.copyData(size)
+}
+
+// copyUpMeta brings the node into the upper for a change of its attributes
+// only: a metacopy of a lower regular file when the union makes them, else a
+// whole copy-up.
+func (n *node) copyUpMeta() error {
+	meta := n.u.metacopy && n.StableAttr().Mode == syscall.S_IFREG
+	return n.copyUpOpt(-1, meta)
+}
+
+func (n *node) copyUpOpt(size int64, meta bool) error {
 	if n.u.readOnly() {
 		return errReadOnly
 	}
@@ -45,17 +72,27 @@ func (n *node) copyUp(size int64) error {
 	if n.u.tracer != nil {
 		start = time.Now()
 	}
-	res, err := n.u.upper.CopyUp(cow.Source{Root: n.u.layers[from].root, Rel: rel}, rel, cow.Options{Size: size})
+	res, err := n.u.upper.CopyUp(cow.Source{Root: n.u.layers[from].root, Rel: rel}, rel, cow.Options{Size: size, MetaOnly: meta})
 	if err != nil {
 		return err
 	}
 	if n.u.tracer != nil {
 		n.u.traceCopyUp(rel, from, &res, start)
 	}
-	n.u.ids.copiedUp(&res.Stat_t, n.copyID())
+	id := n.StableAttr()
+	if res.Method != cow.Metacopy {
+		id = n.copyID() // the data moves, and readers of the lower file stay
+	}
+	n.u.ids.copiedUp(&res.Stat_t, id)
 
 	n.mu.Lock()
 	n.layer = upperLayer
+	if res.Method == cow.Metacopy {
+		// The data stays where it is, and so do the handles reading it.
+		n.meta, n.dataLayer, n.dataRel = isMetacopy, from, rel
+	} else {
+		n.meta = notMetacopy
+	}
 	if n.dirLayers != nil {
 		n.dirLayers = append([]int{upperLayer}, n.dirLayers...)
 		if n.idx != nil {
@@ -65,8 +102,10 @@ func (n *node) copyUp(size int64) error {
 	// Cached handles opened on the lower file read the upper copy from now
 	// on, so that every reader sees what writers write (the kernel shares one
 	// page cache between them). Handles passed through keep the lower file.
-	for f := range n.fds {
-		f.reopenUpper(rel)
+	if n.meta != isMetacopy {
+		for f := range n.fds {
+			f.reopenUpper(rel)
+		}
 	}
 	n.mu.Unlock()
 
@@ -161,7 +200,7 @@ func (u *union) copyTreeBelow(rel string, dir *node, layers []int, links map[dev
 			}
 		}
 		if child != nil {
-			if err := child.copyUp(-1); err != nil {
+			if err := child.copyUpMeta(); err != nil {
 				return err
 			}
 		} else if t.e.layer != upperLayer {
@@ -199,7 +238,10 @@ func (u *union) copyUpEntry(dir *node, dirRel, name string, e *entry) error {
 	if u.tracer != nil {
 		start = time.Now()
 	}
-	res, err := u.upper.CopyUp(cow.Source{Root: u.layers[e.layer].root, Rel: rel}, rel, cow.Options{Size: -1})
+	// A move needs no data: a regular file goes up as a metacopy when the
+	// union makes them (its node, made later, learns so from the marker).
+	meta := u.metacopy && e.mode == syscall.S_IFREG
+	res, err := u.upper.CopyUp(cow.Source{Root: u.layers[e.layer].root, Rel: rel}, rel, cow.Options{Size: -1, MetaOnly: meta})
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,9 @@ type entry struct {
 	// below is set when a layer under the top one would show this name if the
 	// top one lost it: removing it then needs a whiteout.
 	below bool
+	// bare is set when a READDIRPLUS handed the name out without its
+	// attributes, until it is looked up (plusPolicy).
+	bare bool
 	// cookie orders the name in readdir and is its offset there (plus the
 	// two of "." and ".."). Set once when the name joins the index, it never
 	// moves: a reader resuming at an offset neither skips nor repeats a name

@@ -151,7 +151,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		if flags&syscall.O_TRUNC != 0 {
 			size = 0
 		}
-		if err := n.copyUp(size); err != nil {
+		if err := n.copyUpData(size); err != nil {
 			return nil, 0, toErrno(err)
 		}
 	}
@@ -185,12 +185,22 @@ func (n *node) openFile(flags int) (*file, error) {
 	n.copyMu.Lock()
 	defer n.copyMu.Unlock()
 	flags &= keptOpenFlags
-	l := n.where()
+	l, rel := n.where(), n.rel()
+	if l == upperLayer {
+		// A metacopy is read from below; a writer copied its data first.
+		dl, drel, ok, err := n.metacopyLocked()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			l, rel = dl, drel
+		}
+	}
 	if l != upperLayer {
 		// Lower layers are read-only, whatever the caller asked.
 		flags = flags&^(syscall.O_ACCMODE|syscall.O_TRUNC|syscall.O_APPEND) | syscall.O_RDONLY
 	}
-	fd, err := beneath.Open(n.u.layers[l].files, n.rel(), flags|syscall.O_NOFOLLOW, 0)
+	fd, err := beneath.Open(n.u.layers[l].files, rel, flags|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,14 @@ type Config struct {
 	// rather than passed through. Without it such a descriptor keeps reading
 	// the lower file as it was, as overlayfs did before 4.19.
 	FollowCopyUp bool
+	// Metacopy makes a change of only the attributes of a lower regular
+	// file (chmod, chown, utimes, xattrs) copy up no data: the upper file
+	// names the lower one that holds it until the first write (overlayfs's
+	// metacopy; the format is strata's own, see whiteout.MetacopyXattr).
+	// Leave it off where another program reads the upper directly (the
+	// fuse-overlayfs drop-in mode: podman does). Metacopy files already in
+	// the upper are read either way.
+	Metacopy bool
 	// Options are extra FUSE mount options (-o), e.g. "ro", "noatime".
 	Options []string
 	// FsName is the source shown in /proc/mounts; "" means "strata".
@@ -94,7 +102,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		logger = log.Default()
 	}
 	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled(), tracer: cfg.Trace,
-		followCopyUp: cfg.FollowCopyUp}
+		metacopy: cfg.Metacopy, followCopyUp: cfg.FollowCopyUp}
 	defer func() {
 		if err != nil {
 			u.close()

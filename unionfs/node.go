@@ -47,6 +47,12 @@ type node struct {
 	cached, passedThrough, lowerBacking int
 	// fds are the open handles, for fstat of a node that lost its last name.
 	fds map[*file]struct{}
+	// meta says whether an upper regular file is a metacopy (metacopy.go),
+	// learnt on first need; dataLayer and dataRel then locate its data.
+	// Changed only under copyMu.
+	meta      metaState
+	dataLayer int
+	dataRel   string
 }
 
 // where returns the node's layer under its lock.
@@ -124,6 +130,11 @@ func (n *node) newChild(ctx context.Context, name string, e *entry, st *unix.Sta
 	attrFromStatx(&out.Attr, st)
 	n.u.overrideAt(&out.Attr, e.layer, beneath.Join(n.rel(), name))
 	got := ch.Operations().(*node)
+	if e.layer == upperLayer && e.mode == syscall.S_IFREG && st.Blocks == 0 && st.Size > 0 {
+		// Holes only: perhaps a metacopy stub, whose blocks are below.
+		got.learnMetacopy(beneath.Join(n.rel(), name))
+		got.metaBlocks(&out.Attr)
+	}
 	got.fixAttr(&out.Attr)
 	return ch
 }
@@ -193,8 +204,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	var ec entry
 	if ok {
 		ec = *e
+		e.bare = false
 	}
 	n.mu.Unlock()
+	if ec.bare {
+		n.u.plus.lookedUpBare()
+	}
 	if !ok {
 		if n.u.tracer != nil {
 			n.u.traceMissing(n, idx, name)
@@ -234,6 +249,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		return toErrno(err)
 	}
 	attrFromStatx(&out.Attr, &st)
+	if l == upperLayer {
+		n.metaBlocks(&out.Attr)
+	}
 	n.u.overrideAt(&out.Attr, l, rel)
 	n.fixAttr(&out.Attr)
 	return 0

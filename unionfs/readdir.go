@@ -112,3 +112,33 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	return d.node.Fsync(ctx, nil, flags)
 }
+
+var _ = (fs.FileLookuper)((*dirHandle)(nil))
+
+// errBare makes go-fuse hand out an entry of READDIRPLUS without attributes
+// (node id 0). Any errno does; this one says "not now" in a trace.
+const errBare = syscall.EAGAIN
+
+// Lookup answers for one entry of READDIRPLUS (the name Readdirent just gave):
+// with its node and attributes, or, when reading them would likely cost a
+// disk read nobody asked for, bare (plus.go).
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n := d.node
+	if n.GetChild(name) == nil {
+		n.mu.Lock()
+		var e *entry
+		if n.idx != nil { // nil while a change has it rebuilt
+			e = n.idx.names[name]
+		}
+		bare := e != nil && e.mode != syscall.S_IFDIR && !n.u.plus.wantAttrs()
+		if bare {
+			e.bare = true
+		}
+		n.mu.Unlock()
+		if bare {
+			n.u.plus.handedBare()
+			return nil, errBare
+		}
+	}
+	return n.Lookup(ctx, name, out)
+}

@@ -252,7 +252,7 @@ func (n *node) wholeInUpper(name string, e *entry) (bool, error) {
 		return false, nil
 	}
 	if ch != nil {
-		return false, ch.copyUp(-1)
+		return false, ch.copyUpMeta() // a move needs no data
 	}
 	return false, n.u.copyUpEntry(n, n.rel(), name, e)
 }

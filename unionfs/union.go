@@ -61,6 +61,13 @@ type union struct {
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).
 	// It is learnt once the mount serves, hence atomic.
 	passthrough atomic.Bool
+
+	// metacopy makes chmod, chown, utimes and xattr changes of lower regular
+	// files metadata-only copy-ups (Config.Metacopy, metacopy.go). Metacopy
+	// files in the upper are read whatever it says.
+	metacopy bool
+	// plus decides which entries of a READDIRPLUS carry attributes (plus.go).
+	plus plusPolicy
 }
 
 func (u *union) readOnly() bool { return u.upper == nil }

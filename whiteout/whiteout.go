@@ -176,7 +176,8 @@ func IsOpaqueXattr(name string, value []byte) bool {
 // (overlay's "trusted.overlay.*" and "user.overlay.*"). Such xattrs are never
 // listed, read or written through the merged tree, as in kernel overlayfs.
 func IsPrivateXattr(name string) bool {
-	return strings.HasPrefix(name, trustedOverlayPrefix) || strings.HasPrefix(name, userOverlayPrefix)
+	return strings.HasPrefix(name, trustedOverlayPrefix) || strings.HasPrefix(name, userOverlayPrefix) ||
+		name == TrustedMetacopyXattr || name == UserMetacopyXattr
 }
 
 // ValidName checks that name can be an entry of a directory in a layer and in the
@@ -256,8 +257,30 @@ func IsDirMode(mode uint32) bool { return mode&modeType == modeDir }
 // "trusted.overlay.*" always is the union's; "user.overlay.*" is only in the
 // unprivileged (userxattr) mode, and is an ordinary user xattr otherwise.
 func IsOwnXattr(name string, privileged bool) bool {
-	if strings.HasPrefix(name, trustedOverlayPrefix) {
+	if strings.HasPrefix(name, trustedOverlayPrefix) || name == TrustedMetacopyXattr {
 		return true
 	}
-	return !privileged && strings.HasPrefix(name, userOverlayPrefix)
+	return !privileged && (strings.HasPrefix(name, userOverlayPrefix) || name == UserMetacopyXattr)
+}
+
+// The xattrs that mark a metadata-only copy (strata's metacopy): an upper
+// regular file whose attributes are the file's, whose size is the file's but
+// whose data is still in a lower layer, at the path the value names ("/a/b",
+// from the layers' root; the topmost lower layer holding an entry there). The
+// trusted.* name is written with privilege, the user.* one without. strata's
+// own names, not overlayfs's "trusted.overlay.metacopy": the kernel reads its
+// own marker only with metacopy=on and finds the data through origin file
+// handles strata does not write, so a look-alike would show a kernel mount
+// the stub's zeros instead of the data.
+const (
+	TrustedMetacopyXattr = "trusted.strata.metacopy"
+	UserMetacopyXattr    = "user.strata.metacopy"
+)
+
+// MetacopyXattr is the marker name a union writes with or without privilege.
+func MetacopyXattr(privileged bool) string {
+	if privileged {
+		return TrustedMetacopyXattr
+	}
+	return UserMetacopyXattr
 }

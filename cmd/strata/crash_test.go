@@ -339,7 +339,9 @@ func TestCrash(t *testing.T) {
 	epoch := 0
 	for ; time.Since(start) < budget && !t.Failed(); epoch++ {
 		// Each epoch starts from an empty upper, so that there are lower
-		// files left to copy up, and alternates the whiteout formats.
+		// files left to copy up, and alternates the whiteout formats: with
+		// oci, metacopy is on (a chmod makes a stub, the next write fills
+		// it), with overlay off, so kills land in both kinds of copy-up.
 		for _, d := range []string{upper, work} {
 			if err := os.RemoveAll(d); err != nil {
 				t.Fatal(err)

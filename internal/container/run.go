@@ -374,8 +374,10 @@ func mountUnion(c *Container, names []string, trace unionfs.Tracer) (*unionfs.Se
 	if err != nil {
 		return nil, err
 	}
+	// Metacopy: the container's upper is read by strata alone (commit and
+	// diff take the lowers along).
 	return unionfs.Mount(mnt, unionfs.Config{Lowers: r.Lowers, Upper: r.Upper, Work: r.Work, FsName: "strata",
-		Trace: trace, Names: names})
+		Trace: trace, Names: names, Metacopy: true})
 }
 
 // unmountUnion unmounts the container's tree. Its mount namespace died with

@@ -90,6 +90,7 @@ func TestMountRefuses(t *testing.T) {
 		{"layers twice", []string{"--layer", p("base"), "-o", "lowerdir=" + p("app"), p("mnt")}, "not both"},
 		{"upper twice", []string{"--layer", p("base"), "--upper", p("up"), "-o", "upperdir=" + p("up"), p("mnt")}, "not both"},
 		{"bad whiteout", []string{"--layer", p("base"), "--whiteout", "aufs2", p("mnt")}, "aufs2"},
+		{"bad metacopy", []string{"--layer", p("base"), "--metacopy", "maybe", p("mnt")}, "maybe"},
 		{"missing layer", []string{"--layer", p("base"), "--layer", p("nope"), p("mnt")}, `layer "` + p("nope") + `": no such directory`},
 		{"missing layer in lowerdir", []string{"-o", "lowerdir=" + p("nope") + ":" + p("base"), p("mnt")}, p("nope")},
 		{"bad escape", []string{"-o", `lowerdir=` + p("base") + `\`, p("mnt")}, "backslash"},

@@ -25,6 +25,7 @@ type mountOptions struct {
 	work     string
 	options  []string // -o, each a comma-separated list
 	whiteout string
+	metacopy string // --metacopy: auto, on or off
 	daemon   bool
 	debug    bool
 	trace    traceOptions
@@ -82,6 +83,7 @@ when a --daemon child fails before it is ready; 1 for any other failure.`,
 	f.StringVar(&o.work, "work", "", "the work `DIR`, empty, on the upper's file system")
 	f.StringArrayVarP(&o.options, "options", "o", nil, "mount `OPTIONS`: lowerdir=, upperdir=, workdir=, volatile, and FUSE options")
 	f.StringVar(&o.whiteout, "whiteout", "oci", "whiteout `FORMAT` written to the upper: oci or overlay (both are read)")
+	f.StringVar(&o.metacopy, "metacopy", "auto", "metadata-only copy-up of lower files on chmod, chown, utimes and xattr changes: on, off, or auto (on unless the upper is given with -o upperdir= or --whiteout is overlay, where other programs read the upper)")
 	f.BoolVar(&o.daemon, "daemon", false, "return once mounted and serve in the background")
 	f.BoolVar(&o.debug, "debug", false, "log every FUSE request (to stderr; nowhere with --daemon)")
 	o.trace.addFlags(f)
@@ -123,7 +125,20 @@ func (o *mountOptions) config(cmd *cobra.Command, mountpoint string) (unionfs.Co
 	if err != nil {
 		return unionfs.Config{}, "", usagef(cmd, "--whiteout: %w", err)
 	}
-	return resolve(s, mountpoint, unionfs.Config{Whiteout: format, Options: extra, Debug: o.debug, Names: names}, cmd.ErrOrStderr())
+	// Metacopy files are strata's own format: where the upper is another
+	// program's to read (the overlayfs spelling, the overlay whiteouts), it
+	// gets whole files unless asked.
+	var metacopy bool
+	switch o.metacopy {
+	case "on":
+		metacopy = true
+	case "off":
+	case "auto", "":
+		metacopy = o.upper != "" && format == whiteout.OCI
+	default:
+		return unionfs.Config{}, "", usagef(cmd, "--metacopy %q: want on, off or auto", o.metacopy)
+	}
+	return resolve(s, mountpoint, unionfs.Config{Whiteout: format, Options: extra, Debug: o.debug, Names: names, Metacopy: metacopy}, cmd.ErrOrStderr())
 }
 
 // resolve checks the stack s and the mount point against it, and fills cfg's
