@@ -30,6 +30,8 @@ func TestParseOverlayOptions(t *testing.T) {
 			Stack{Lowers: []string{"l"}, Upper: "u,p", Work: "w:k"}, nil},
 		{"volatile", "lowerdir=l,upperdir=u,workdir=w,volatile",
 			Stack{Lowers: []string{"l"}, Upper: "u", Work: "w", Volatile: true}, nil},
+		{"follow_copyup", "lowerdir=l,upperdir=u,workdir=w,follow_copyup",
+			Stack{Lowers: []string{"l"}, Upper: "u", Work: "w", FollowCopyUp: true}, nil},
 		{"fuse options kept in order", "ro,lowerdir=l,noatime,allow_other,fsname=x\\,y",
 			Stack{Lowers: []string{"l"}}, []string{"ro", "noatime", "allow_other", "fsname=x,y"}},
 		{"empty options skipped", ",,lowerdir=l,,", Stack{Lowers: []string{"l"}}, nil},

@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -127,6 +128,60 @@ func BenchmarkSeqRead(b *testing.B) {
 	}, func(b *testing.B, mnt string, iter int) {
 		readAll(b, filepath.Join(mnt, "big"))
 	})
+}
+
+// BenchmarkRandRead reads 4096 random 4 KiB blocks of a warm 256 MiB lower
+// file through one descriptor: the per-read cost, which passthrough takes
+// out of the daemon.
+func BenchmarkRandRead(b *testing.B) {
+	const reads, block = 4096, 4096
+	b.SetBytes(reads * block)
+	sideBySideWarm(b, 1, func(i int, dir string) {
+		writeFile(b, filepath.Join(dir, "big"), benchFileSize)
+	}, func(b *testing.B, mnt string) {
+		readAll(b, filepath.Join(mnt, "big"))
+	}, func(b *testing.B, mnt string, iter int) {
+		f, err := os.Open(filepath.Join(mnt, "big"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, block)
+		rng := rand.New(rand.NewPCG(uint64(iter), 1))
+		for j := 0; j < reads; j++ {
+			off := rng.Int64N(benchFileSize/block) * block
+			if _, err := f.ReadAt(buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkReadSmallFiles opens and reads 2000 warm lower files of 8 KiB, as
+// tar does: the cost of an open, which passthrough makes register a backing
+// file.
+func BenchmarkReadSmallFiles(b *testing.B) {
+	const files, size = 2000, 8 << 10
+	b.SetBytes(files * size)
+	read := func(b *testing.B, mnt string) {
+		buf := make([]byte, 2*size)
+		for j := 0; j < files; j++ {
+			data, err := os.Open(filepath.Join(mnt, "d", fmt.Sprintf("f%04d", j)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := data.Read(buf)
+			data.Close()
+			if err != nil || n != size {
+				b.Fatalf("read: %d bytes, %v", n, err)
+			}
+		}
+	}
+	sideBySideWarm(b, 1, func(i int, dir string) {
+		for j := 0; j < files; j++ {
+			writeFile(b, filepath.Join(dir, "d", fmt.Sprintf("f%04d", j)), size)
+		}
+	}, read, func(b *testing.B, mnt string, iter int) { read(b, mnt) })
 }
 
 func readAll(b *testing.B, path string) {

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/unionfs"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -59,8 +60,17 @@ func runFsx(t *testing.T, seed uint64, ops int) {
 		initial[i] = byte(fill.Uint32())
 	}
 	clear(initial[fsxHoleStart:fsxHoleEnd])
-	for _, f := range []whiteout.Format{whiteout.OCI, whiteout.Overlay} {
-		t.Run(f.String(), func(t *testing.T) {
+	type mode struct {
+		name   string
+		format whiteout.Format
+		// follow mounts with FollowCopyUp and opens the read-only
+		// descriptor before the first write: only then must it see the
+		// writes (unionfs/doc.go, Caching).
+		follow bool
+	}
+	for _, m := range []mode{{"oci", whiteout.OCI, false}, {"overlay", whiteout.Overlay, false}, {"follow-copy-up", whiteout.OCI, true}} {
+		f := m.format
+		t.Run(m.name, func(t *testing.T) {
 			s := newStack(t, 2, func(i int, dir string) {
 				if i == 0 {
 					p := filepath.Join(dir, "f")
@@ -80,9 +90,14 @@ func runFsx(t *testing.T, seed uint64, ops int) {
 					}
 				}
 			})
-			mnt := mountStrata(t, s, f)
+			guardLowers(t, s.Lowers)
+			mnt := mountConfig(t, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: f, FollowCopyUp: m.follow})
+			roFirst := 0
+			if m.follow {
+				roFirst = 1
+			}
 			cmd := exec.Command(os.Args[0], "-test.run=^TestFsxChild$", "-test.v")
-			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d:%d", fsxEnv, filepath.Join(mnt, "f"), seed, ops))
+			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d:%d:%d", fsxEnv, filepath.Join(mnt, "f"), seed, ops, roFirst))
 			out, err := cmd.CombinedOutput()
 			if err != nil || !bytes.Contains(out, []byte("--- PASS: TestFsxChild")) {
 				t.Fatalf("exerciser (STRATA_FSX_SEED=%d to repeat): %v\n%s", seed, err, out)
@@ -103,10 +118,10 @@ func TestFsxChild(t *testing.T) {
 	}
 	var path string
 	var seed uint64
-	var ops int
+	var ops, roFirst int
 	if i := bytes.IndexByte([]byte(spec), ':'); i > 0 {
 		path = spec[:i]
-		if _, err := fmt.Sscanf(spec[i+1:], "%d:%d", &seed, &ops); err != nil {
+		if _, err := fmt.Sscanf(spec[i+1:], "%d:%d:%d", &seed, &ops, &roFirst); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -115,13 +130,21 @@ func TestFsxChild(t *testing.T) {
 	if x.model, err = os.ReadFile(path); err != nil {
 		t.Fatal(err)
 	}
-	// A read-only descriptor from before the first write (and copy-up) must
-	// see every later write, as on any file.
-	if x.ro, err = unix.Open(path, unix.O_RDONLY, 0); err != nil {
-		t.Fatal(err)
+	// A read-only descriptor must see every later write, as on any file;
+	// opened before the first write (and copy-up) too when the union follows
+	// copy-ups (Config.FollowCopyUp). Without, it would keep the lower file.
+	if roFirst == 1 {
+		if x.ro, err = unix.Open(path, unix.O_RDONLY, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if x.fd, err = unix.Open(path, unix.O_RDWR, 0); err != nil {
 		t.Fatal(err)
+	}
+	if roFirst == 0 {
+		if x.ro, err = unix.Open(path, unix.O_RDONLY, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := 0; i < ops; i++ {
 		x.step(i)

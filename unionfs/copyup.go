@@ -4,6 +4,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
@@ -78,7 +79,11 @@ func (n *node) copyUpOpt(size int64, meta bool) error {
 	if n.u.tracer != nil {
 		n.u.traceCopyUp(rel, from, &res, start)
 	}
-	n.u.ids.copiedUp(&res.Stat_t, n.StableAttr())
+	id := n.StableAttr()
+	if res.Method != cow.Metacopy {
+		id = n.copyID() // the data moves, and readers of the lower file stay
+	}
+	n.u.ids.copiedUp(&res.Stat_t, id)
 
 	n.mu.Lock()
 	n.layer = upperLayer
@@ -94,9 +99,9 @@ func (n *node) copyUpOpt(size int64, meta bool) error {
 			n.idx.layers = append([]int{upperLayer}, n.idx.layers...)
 		}
 	}
-	// Handles opened on the lower file read the upper copy from now on, so
-	// that every reader sees what writers write (the kernel shares one page
-	// cache between them).
+	// Cached handles opened on the lower file read the upper copy from now
+	// on, so that every reader sees what writers write (the kernel shares one
+	// page cache between them). Handles passed through keep the lower file.
 	if n.meta != isMetacopy {
 		for f := range n.fds {
 			f.reopenUpper(rel)
@@ -116,6 +121,24 @@ func (n *node) copyUpOpt(size int64, meta bool) error {
 	}
 	p.mu.Unlock()
 	return nil
+}
+
+// copyID is the identity the node's upper copy stands for: the node's own,
+// unless the kernel reads the node's lower file for open handles, as their
+// backing file. Then the copy gets a generation of its own, so that the next
+// lookup of the name makes another node, and the kernel another inode, whose
+// backing file can be the copy (see addFile). The old inode stays with the
+// readers of the lower file, as an overlayfs file opened before a copy-up
+// stays with the lower file.
+func (n *node) copyID() fs.StableAttr {
+	id := n.StableAttr()
+	n.mu.Lock()
+	busy := n.lowerBacking > 0
+	n.mu.Unlock()
+	if busy {
+		id.Gen = n.u.ids.newGen()
+	}
+	return id
 }
 
 // copyUpTree copies the whole merged directory n, every entry below it, into the

@@ -41,10 +41,30 @@
 // timeouts; every change goes through this daemon, so the kernel's own bookkeeping
 // of FUSE replies keeps its caches true.
 //
-// File data of upper files goes through FUSE passthrough when the kernel offers
-// it: the kernel reads and writes the layer file directly. Lower files are read
-// through the daemon into the kernel's page cache, which is kept across opens:
-// the kernel reopens a registered backing file with each new opener's flags, so
-// a lower backing file would take the writes of an opener that came after a
-// copy-up. After a copy-up, open handles of the lower file read the upper copy.
+// File data goes through FUSE passthrough when the kernel offers it: the kernel
+// reads and writes the layer file itself, as the inode's backing file. Lower
+// files are opened from a read-only view of their layer's mount
+// (readOnlyView), and only for readers: writers open the upper copy. In a
+// writable union, lower files smaller than lowerPassthroughMin (4 KiB) stay
+// in the page cache, as below: lock files and the like keep one inode across
+// their copy-up, so that locks hold between readers and writers.
+//
+// The kernel gives an open inode one backing file, and opens it anew for each
+// opener of the inode with that opener's flags (fs/fuse/iomode.c,
+// passthrough.c): an inode whose backing file is a lower file must never get a
+// writer. A copy-up while readers hold the lower file open therefore gives the
+// copy a new generation, and an open of the copy on the old inode gets ESTALE;
+// the kernel then walks the path again, revalidating every name with a LOOKUP
+// (do_filp_open's LOOKUP_REVAL retry), and the name leads to a new node, a new
+// kernel inode backed by the copy. The old inode stays with its readers: they
+// keep reading the lower file as it was, as overlayfs did before Linux 4.19
+// (it has since moved such readers to the copy at their next read, and
+// fuse-overlayfs's shared page cache shows them the writes too). Locks the
+// kernel keeps per inode (flock, POSIX and OFD locks) then no longer conflict
+// between those readers and the writers.
+// Config.FollowCopyUp gives that behaviour instead, at the price of reading
+// lower files through this daemon: they are then read into the kernel's page
+// cache, kept across opens (FOPEN_KEEP_CACHE), and after a copy-up their open
+// handles read the upper copy. The kernel never mixes the two I/O modes on an
+// inode (see addFile).
 package unionfs

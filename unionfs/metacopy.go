@@ -113,6 +113,9 @@ func (n *node) copyData(size int64) error {
 	if n.u.tracer != nil {
 		n.u.traceCopyUp(rel, dl, &res, start)
 	}
+	// Readers passed through to the lower data keep it; the writer gets
+	// another inode (copyID, addFile).
+	n.u.ids.copiedUp(&res.Stat_t, n.copyID())
 	n.mu.Lock()
 	n.meta = notMetacopy
 	for f := range n.fds {

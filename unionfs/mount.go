@@ -32,6 +32,12 @@ type Config struct {
 	Whiteout whiteout.Format
 	// Volatile skips the fsync of copied-up files (overlayfs's "volatile").
 	Volatile bool
+	// FollowCopyUp makes a descriptor opened on a lower file read the upper
+	// copy once a writer copies the file up, as overlayfs (since Linux 4.19)
+	// and fuse-overlayfs do; lower files are then read through this daemon
+	// rather than passed through. Without it such a descriptor keeps reading
+	// the lower file as it was, as overlayfs did before 4.19.
+	FollowCopyUp bool
 	// Metacopy makes a change of only the attributes of a lower regular
 	// file (chmod, chown, utimes, xattrs) copy up no data: the upper file
 	// names the lower one that holds it until the first write (overlayfs's
@@ -95,7 +101,8 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	if logger == nil {
 		logger = log.Default()
 	}
-	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled(), tracer: cfg.Trace, metacopy: cfg.Metacopy}
+	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled(), tracer: cfg.Trace,
+		metacopy: cfg.Metacopy, followCopyUp: cfg.FollowCopyUp}
 	defer func() {
 		if err != nil {
 			u.close()
@@ -123,6 +130,14 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 		u.layers[1+i] = l
+		if u.upper != nil {
+			if l.files, err = readOnlyView(l.root); err != nil {
+				// Not fatal: a user namespace may not own the layer's
+				// mount. The rules of addFile still keep writers away.
+				logger.Printf("strata: lower layer %s: no read-only view of its mount: %v", p, err)
+				l.files, err = l.root, nil
+			}
+		}
 		devs = append(devs, l.dev)
 	}
 	u.ids.init(devs)
@@ -255,7 +270,25 @@ func openLayer(path string) (*layer, error) {
 		_ = unix.Close(fd) // already failing
 		return nil, &os.PathError{Op: "stat layer", Path: path, Err: err}
 	}
-	return &layer{path: path, root: fd, dev: st.Dev}, nil
+	return &layer{path: path, root: fd, files: fd, dev: st.Dev}, nil
+}
+
+// readOnlyView returns the directory root on a detached, read-only copy of its
+// mounts: the root lower files are opened from. The kernel reopens a
+// passthrough backing file with each opener's flags, so a lower file opened
+// there can never be reopened for writing (EROFS), whatever the daemon hands
+// the kernel: a second fence behind addFile's rules.
+func readOnlyView(root int) (int, error) {
+	fd, err := unix.OpenTree(root, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, fmt.Errorf("open_tree: %w", err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		_ = unix.Close(fd) // already failing
+		return -1, fmt.Errorf("mount_setattr: %w", err)
+	}
+	return fd, nil
 }
 
 func (u *union) close() error {
@@ -263,6 +296,9 @@ func (u *union) close() error {
 	for _, l := range u.layers {
 		if l != nil {
 			errs = append(errs, unix.Close(l.root))
+			if l.files != l.root {
+				errs = append(errs, unix.Close(l.files))
+			}
 		}
 	}
 	if u.upper != nil {
@@ -287,6 +323,10 @@ func (s *Server) Unmount() error {
 		delay *= 2
 	}
 }
+
+// Passthrough reports whether the kernel reads and writes the layers' files
+// itself (FUSE passthrough), or file data goes through this daemon.
+func (s *Server) Passthrough() bool { return s.union.passthrough.Load() }
 
 // Wait returns when the union has been unmounted, and releases its layers.
 func (s *Server) Wait() {

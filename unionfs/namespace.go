@@ -182,7 +182,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, toErrno(err)
 	}
-	f := child.addFile(fd, false)
+	f, err := child.addFile(fd, false) // a new node: no lower backing file
+	if err != nil {
+		_ = unix.Close(fd)
+		return nil, nil, 0, toErrno(err)
+	}
 	return child.EmbeddedInode(), f.handle(), openFlags, 0
 }
 
@@ -520,5 +524,10 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		}
 	}
 	child.fixAttr(&out.Attr)
-	return ch, child.addFile(fd, false).handle(), openFlags, 0
+	f, err := child.addFile(fd, false) // a new node: no lower backing file
+	if err != nil {
+		_ = unix.Close(fd)
+		return nil, nil, 0, toErrno(err)
+	}
+	return ch, f.handle(), openFlags, 0
 }

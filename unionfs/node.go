@@ -42,8 +42,9 @@ type node struct {
 	// xattrs caches the node's extended attributes; nil until first asked.
 	xattrs map[string][]byte
 	// cached and passedThrough count the open handles in each of the kernel's
-	// two I/O modes for an inode, which it never mixes (see addFile).
-	cached, passedThrough int
+	// two I/O modes for an inode, which it never mixes (see addFile);
+	// lowerBacking counts those passed through to a lower file.
+	cached, passedThrough, lowerBacking int
 	// fds are the open handles, for fstat of a node that lost its last name.
 	fds map[*file]struct{}
 	// meta says whether an upper regular file is a metacopy (metacopy.go),

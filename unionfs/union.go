@@ -21,7 +21,11 @@ const upperLayer = 0
 type layer struct {
 	path string // as given, for messages
 	root int    // O_PATH descriptor of the layer's root directory
-	dev  uint64 // device of the root
+	// files is the root that regular files are opened from to be read: for
+	// a lower layer of a writable union, on a read-only mount of its own
+	// (readOnlyView); else root.
+	files int
+	dev   uint64 // device of the root
 }
 
 // union is the state shared by every node of one mount.
@@ -48,6 +52,10 @@ type union struct {
 	names []string
 	// stack is the value of StackXattr on the root (stack.go).
 	stack []byte
+
+	// followCopyUp keeps lower files of a writable union out of passthrough
+	// (Config.FollowCopyUp).
+	followCopyUp bool
 
 	// passthrough is false when the kernel refused a backing file, so that no
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).
@@ -229,6 +237,15 @@ func (t *identities) of(l int, st *unix.Statx_t, parent uint64, name string) fs.
 		gen = g
 	}
 	return fs.StableAttr{Mode: mode, Ino: t.numberLocked(dev, st.Ino), Gen: gen}
+}
+
+// newGen returns a generation no node has had.
+func (t *identities) newGen() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g := t.nextGen
+	t.nextGen++
+	return g
 }
 
 // copiedUp records that the upper entry st now stands for the node id.

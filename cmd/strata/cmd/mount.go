@@ -48,7 +48,11 @@ the lines of a Dockerfile stack up, or in the kernel overlayfs spelling,
 -o lowerdir=TOP:...:BOTTOM, top layer first. In lowerdir, "\:" and "\," stand
 for a colon and a comma inside a path. Without an upper directory the union is
 read-only. -o also takes FUSE mount options (ro, noatime, allow_other, ...),
-which are passed on, and "volatile", which skips the syncs of copied-up files.
+which are passed on, "volatile", which skips the syncs of copied-up files, and
+"follow_copyup": a file opened on a lower layer then reads what writers write
+after its copy-up, as in overlayfs, and lower files are read through strata
+rather than passed to the kernel (without it, such a file keeps reading the
+lower layer's data as it was).
 
 strata runs in the foreground and unmounts on SIGINT or SIGTERM; if the union
 is busy then, it is detached and served until its last user leaves. With
@@ -154,6 +158,7 @@ func resolve(s layers.Stack, mountpoint string, cfg unionfs.Config, stderr io.Wr
 		return unionfs.Config{}, "", err
 	}
 	cfg.Lowers, cfg.Upper, cfg.Work, cfg.Volatile = r.Lowers, r.Upper, r.Work, r.Volatile
+	cfg.FollowCopyUp = r.FollowCopyUp
 	return cfg, mnt, nil
 }
 

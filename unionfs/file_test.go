@@ -1,0 +1,158 @@
+package unionfs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+)
+
+// testUnion is a writable union with passthrough on, enough for the I/O mode
+// bookkeeping of addFile and copyID; nothing is mounted.
+func testUnion(t *testing.T, follow bool) *union {
+	u := &union{upper: &cow.Upper{}, followCopyUp: follow}
+	u.ids.init(nil)
+	u.passthrough.Store(true)
+	return u
+}
+
+// testFd is a descriptor of a fresh file big enough to pass through, closed when the test ends unless a
+// handle's Release closed it.
+func testFd(t *testing.T) int {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, make([]byte, lowerPassthroughMin), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// TestAddFileLowerBacking: readers of a lower file pass through to it, and
+// while they do no handle of the upper copy joins the same node: the kernel
+// would give it the lower file, reopened for writing.
+func TestAddFileLowerBacking(t *testing.T) {
+	n := &node{u: testUnion(t, false), layer: 1}
+	r1, err := n.addFile(testFd(t), true)
+	if err != nil || !r1.passthrough {
+		t.Fatalf("first reader: err %v, passthrough %v; want a passthrough handle", err, r1 != nil && r1.passthrough)
+	}
+	r2, err := n.addFile(testFd(t), true)
+	if err != nil || !r2.passthrough {
+		t.Fatalf("second reader: err %v; want a passthrough handle", err)
+	}
+	if n.lowerBacking != 2 {
+		t.Fatalf("lowerBacking = %d, want 2", n.lowerBacking)
+	}
+
+	old := n.StableAttr()
+	if id := n.copyID(); id.Gen == old.Gen {
+		t.Errorf("copyID with readers on the lower file kept generation %d; want a new one", id.Gen)
+	}
+	n.layer = upperLayer
+	if _, err := n.addFile(testFd(t), false); !errors.Is(err, syscall.ESTALE) {
+		t.Errorf("upper handle while the lower file backs the inode: err %v, want ESTALE", err)
+	}
+
+	for _, f := range []*file{r1, r2} {
+		if errno := f.Release(context.Background()); errno != 0 {
+			t.Fatalf("release: %v", errno)
+		}
+	}
+	if n.lowerBacking != 0 || n.passedThrough != 0 {
+		t.Fatalf("after release: lowerBacking %d, passedThrough %d; want 0", n.lowerBacking, n.passedThrough)
+	}
+	if id := n.copyID(); id != old {
+		t.Errorf("copyID without readers = %+v, want the node's own %+v", id, old)
+	}
+	w, err := n.addFile(testFd(t), false)
+	if err != nil || !w.passthrough {
+		t.Fatalf("upper handle once the readers left: err %v; want a passthrough handle", err)
+	}
+	_ = w.Release(context.Background())
+}
+
+// TestAddFileSmallLower: a small lower file stays in the page cache, so that
+// its copy keeps the inode (and the locks on it).
+func TestAddFileSmallLower(t *testing.T) {
+	n := &node{u: testUnion(t, false), layer: 1}
+	p := filepath.Join(t.TempDir(), "lock")
+	if err := os.WriteFile(p, []byte("1234\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := n.addFile(fd, true)
+	if err != nil || r.passthrough {
+		t.Fatalf("small reader: err %v, passthrough %v; want a cached handle", err, r != nil && r.passthrough)
+	}
+	if id := n.copyID(); id != n.StableAttr() {
+		t.Errorf("copyID with a cached reader = %+v, want the node's own", id)
+	}
+	_ = r.Release(context.Background())
+}
+
+// TestAddFileFollowCopyUp: with FollowCopyUp, lower files of a writable union
+// are read through the daemon, so a copy-up can move their readers.
+func TestAddFileFollowCopyUp(t *testing.T) {
+	n := &node{u: testUnion(t, true), layer: 1}
+	r, err := n.addFile(testFd(t), true)
+	if err != nil || r.passthrough {
+		t.Fatalf("reader: err %v, passthrough %v; want a cached handle", err, r != nil && r.passthrough)
+	}
+	n.layer = upperLayer
+	w, err := n.addFile(testFd(t), false)
+	if err != nil || w.passthrough {
+		t.Fatalf("writer beside a cached reader: err %v; want a cached handle (one I/O mode per inode)", err)
+	}
+	_ = r.Release(context.Background())
+	_ = w.Release(context.Background())
+}
+
+// TestReadOnlyView: a file opened from a lower layer's view cannot be opened
+// for writing again through its path, as the kernel reopens a backing file.
+func TestReadOnlyView(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for open_tree")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := openLayer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(l.root)
+	view, err := readOnlyView(l.root)
+	if err != nil {
+		t.Fatalf("readOnlyView: %v", err)
+	}
+	defer unix.Close(view)
+	fd, err := unix.Openat(view, "f", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open for reading: %v", err)
+	}
+	defer unix.Close(fd)
+	// What backing_file_open does with a writer's flags: open the same path.
+	if w, err := unix.Open(filepath.Join("/proc/self/fd", strconv.Itoa(fd)), unix.O_RDWR|unix.O_CLOEXEC, 0); !errors.Is(err, unix.EROFS) {
+		if err == nil {
+			unix.Close(w)
+		}
+		t.Errorf("reopen for writing: %v, want EROFS", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(data) != "lower" {
+		t.Errorf("the layer's file: %q, %v", data, err)
+	}
+}
