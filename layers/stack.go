@@ -56,9 +56,10 @@ type Stack struct {
 	// Volatile skips the syncs that make changes to the upper durable
 	// (overlayfs's "volatile"); it means nothing without an upper.
 	Volatile bool
-	// FollowCopyUp moves readers of a lower file to its copy after a
-	// copy-up, as overlayfs does (unionfs.Config.FollowCopyUp).
-	FollowCopyUp bool
+	// LowerPassthrough passes lower files of a writable union through to
+	// the kernel; their readers then keep the old data after a copy-up, as
+	// in overlayfs before Linux 4.19 (unionfs.Config.LowerPassthrough).
+	LowerPassthrough bool
 }
 
 // ErrInvalid matches every error that says the stack or the options describing it
@@ -138,7 +139,7 @@ func (s Stack) Resolve() (Stack, error) {
 	if len(s.Lowers) == 0 {
 		return Stack{}, ErrNoLayers
 	}
-	r := Stack{Volatile: s.Volatile, FollowCopyUp: s.FollowCopyUp}
+	r := Stack{Volatile: s.Volatile, LowerPassthrough: s.LowerPassthrough}
 	for _, l := range s.Lowers {
 		p, err := resolveDir("layer", l)
 		if err != nil {
@@ -313,7 +314,7 @@ func CheckMountpoint(mnt string, s Stack) (string, error) {
 // "lowerdir=top:...:bottom,upperdir=U,workdir=W", into a stack. A backslash
 // escapes the next character, as in the kernel and fuse-overlayfs: "\," is a
 // comma inside an option and "\:" a colon inside a lowerdir path. "volatile" sets
-// Stack.Volatile, "follow_copyup" Stack.FollowCopyUp. Every other option is returned in extra, unescaped, for FUSE
+// Stack.Volatile, "lower_passthrough" Stack.LowerPassthrough. Every other option is returned in extra, unescaped, for FUSE
 // ("ro", "noatime", "allow_other"), except options that only kernel overlayfs implements (index=,
 // metacopy=, redirect_dir=, ...) are refused with ErrBadOption rather than
 // passed on to FUSE, which would refuse them with a bare EINVAL.
@@ -360,11 +361,11 @@ func ParseOverlayOptions(opts string) (Stack, []string, error) {
 				return Stack{}, nil, fmt.Errorf("option %q: %w: volatile takes no value", opt, ErrBadOption)
 			}
 			s.Volatile = true
-		case "follow_copyup":
+		case "lower_passthrough":
 			if hasVal {
-				return Stack{}, nil, fmt.Errorf("option %q: %w: follow_copyup takes no value", opt, ErrBadOption)
+				return Stack{}, nil, fmt.Errorf("option %q: %w: lower_passthrough takes no value", opt, ErrBadOption)
 			}
-			s.FollowCopyUp = true
+			s.LowerPassthrough = true
 		case "lowerdir+", "datadir+", "index", "metacopy", "redirect_dir", "xino", "nfs_export",
 			"userxattr", "uuid", "verity", "override_creds":
 			return Stack{}, nil, fmt.Errorf("option %q: %w: kernel overlayfs only, not supported by strata", opt, ErrBadOption)

@@ -63,7 +63,7 @@ func runFsx(t *testing.T, seed uint64, ops int) {
 	type mode struct {
 		name   string
 		format whiteout.Format
-		// follow mounts with FollowCopyUp and opens the read-only
+		// follow mounts without LowerPassthrough and opens the read-only
 		// descriptor before the first write: only then must it see the
 		// writes (unionfs/doc.go, Caching).
 		follow bool
@@ -91,7 +91,7 @@ func runFsx(t *testing.T, seed uint64, ops int) {
 				}
 			})
 			guardLowers(t, s.Lowers)
-			mnt := mountConfig(t, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: f, FollowCopyUp: m.follow})
+			mnt := mountConfig(t, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: f, LowerPassthrough: !m.follow})
 			roFirst := 0
 			if m.follow {
 				roFirst = 1
@@ -132,7 +132,7 @@ func TestFsxChild(t *testing.T) {
 	}
 	// A read-only descriptor must see every later write, as on any file;
 	// opened before the first write (and copy-up) too when the union follows
-	// copy-ups (Config.FollowCopyUp). Without, it would keep the lower file.
+	// copy-ups (no Config.LowerPassthrough). With it, it would keep the lower file.
 	if roFirst == 1 {
 		if x.ro, err = unix.Open(path, unix.O_RDONLY, 0); err != nil {
 			t.Fatal(err)

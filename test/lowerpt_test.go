@@ -165,13 +165,13 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 	type mode struct {
 		name     string
 		format   whiteout.Format
-		follow   bool // Config.FollowCopyUp
+		follow   bool // without Config.LowerPassthrough
 		metacopy bool // Config.Metacopy: chmod copies no data, the write does
 	}
 	for _, m := range []mode{
 		{"oci", whiteout.OCI, false, false},
 		{"overlay", whiteout.Overlay, false, false},
-		{"follow copy-up", whiteout.OCI, true, false},
+		{"default: readers follow the copy-up", whiteout.OCI, true, false},
 		{"metacopy", whiteout.OCI, false, true},
 	} {
 		t.Run(m.name, func(t *testing.T) {
@@ -180,10 +180,10 @@ func TestWritesAfterPassthroughReaders(t *testing.T) {
 			s := newStack(t, 1, fill)
 			before := snapshotLowers(t, s)
 			guardLowers(t, s.Lowers)
-			mnt, srv := mountStrataServer(t, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: m.format, FollowCopyUp: m.follow, Metacopy: m.metacopy})
+			mnt, srv := mountStrataServer(t, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Whiteout: m.format, LowerPassthrough: !m.follow, Metacopy: m.metacopy})
 			// With lower files passed through, a reader that came before a
 			// write keeps the lower file (overlayfs before Linux 4.19);
-			// without passthrough, or with FollowCopyUp, it reads the copy,
+			// without passthrough, or without LowerPassthrough, it reads the copy,
 			// as overlayfs does now.
 			keepsLower := srv.Passthrough() && !m.follow
 			for i, sc := range scenarios {

@@ -42,12 +42,17 @@
 // of FUSE replies keeps its caches true.
 //
 // File data goes through FUSE passthrough when the kernel offers it: the kernel
-// reads and writes the layer file itself, as the inode's backing file. Lower
-// files are opened from a read-only view of their layer's mount
-// (readOnlyView), and only for readers: writers open the upper copy. In a
-// writable union, lower files smaller than lowerPassthroughMin (4 KiB) stay
-// in the page cache, as below: lock files and the like keep one inode across
-// their copy-up, so that locks hold between readers and writers.
+// reads and writes the layer file itself, as the inode's backing file. That
+// holds for upper files, for lower files of a read-only union, and for lower
+// files of a writable union only with Config.LowerPassthrough, for the reason
+// below: by default those are read through this daemon into the kernel's page
+// cache, kept across opens (FOPEN_KEEP_CACHE), and after a copy-up their open
+// handles read the upper copy, as in overlayfs. Lower files are opened from a
+// read-only view of their layer's mount (readOnlyView), and only for readers:
+// writers open the upper copy. With LowerPassthrough, lower files smaller than
+// lowerPassthroughMin (4 KiB) stay in the page cache all the same: lock files
+// and the like keep one inode across their copy-up, so that locks hold between
+// readers and writers.
 //
 // The kernel gives an open inode one backing file, and opens it anew for each
 // opener of the inode with that opener's flags (fs/fuse/iomode.c,
@@ -61,10 +66,6 @@
 // (it has since moved such readers to the copy at their next read, and
 // fuse-overlayfs's shared page cache shows them the writes too). Locks the
 // kernel keeps per inode (flock, POSIX and OFD locks) then no longer conflict
-// between those readers and the writers.
-// Config.FollowCopyUp gives that behaviour instead, at the price of reading
-// lower files through this daemon: they are then read into the kernel's page
-// cache, kept across opens (FOPEN_KEEP_CACHE), and after a copy-up their open
-// handles read the upper copy. The kernel never mixes the two I/O modes on an
-// inode (see addFile).
+// between those readers and the writers. The kernel never mixes the two I/O
+// modes on an inode (see addFile).
 package unionfs

@@ -227,14 +227,15 @@ func (n *node) openFile(flags int) (*file, error) {
 // file is a lower one: that open gets ESTALE, after which the kernel walks the
 // path again and asks this daemon to look every name up anew (do_filp_open's
 // LOOKUP_REVAL retry), and the name now leads to another node, the copy's
-// (copyID). The inode of the lower file stays with its readers. With
-// Config.FollowCopyUp, lower files of a writable union are cached instead, so
-// that a copy-up can move their handles to the copy (reopenUpper).
+// (copyID). The inode of the lower file stays with its readers. That is why
+// lower files of a writable union pass through only with
+// Config.LowerPassthrough: by default they are cached, so that a copy-up can
+// move their handles to the copy (reopenUpper), as overlayfs does.
 func (n *node) addFile(fd int, lower bool) (*file, error) {
 	f := &file{node: n, fd: fd, lower: lower}
 	pass := n.u.passthrough.Load()
 	if pass && lower && !n.u.readOnly() {
-		pass = !n.u.followCopyUp && passesThrough(fd)
+		pass = n.u.lowerPassthrough && passesThrough(fd)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

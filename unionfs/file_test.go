@@ -17,7 +17,7 @@ import (
 // testUnion is a writable union with passthrough on, enough for the I/O mode
 // bookkeeping of addFile and copyID; nothing is mounted.
 func testUnion(t *testing.T, follow bool) *union {
-	u := &union{upper: &cow.Upper{}, followCopyUp: follow}
+	u := &union{upper: &cow.Upper{}, lowerPassthrough: !follow}
 	u.ids.init(nil)
 	u.passthrough.Store(true)
 	return u
@@ -103,8 +103,9 @@ func TestAddFileSmallLower(t *testing.T) {
 	_ = r.Release(context.Background())
 }
 
-// TestAddFileFollowCopyUp: with FollowCopyUp, lower files of a writable union
-// are read through the daemon, so a copy-up can move their readers.
+// TestAddFileFollowCopyUp: without LowerPassthrough, lower files of a
+// writable union are read through the daemon, so a copy-up can move their
+// readers.
 func TestAddFileFollowCopyUp(t *testing.T) {
 	n := &node{u: testUnion(t, true), layer: 1}
 	r, err := n.addFile(testFd(t), true)

@@ -32,12 +32,15 @@ type Config struct {
 	Whiteout whiteout.Format
 	// Volatile skips the fsync of copied-up files (overlayfs's "volatile").
 	Volatile bool
-	// FollowCopyUp makes a descriptor opened on a lower file read the upper
-	// copy once a writer copies the file up, as overlayfs (since Linux 4.19)
-	// and fuse-overlayfs do; lower files are then read through this daemon
-	// rather than passed through. Without it such a descriptor keeps reading
-	// the lower file as it was, as overlayfs did before 4.19.
-	FollowCopyUp bool
+	// LowerPassthrough hands lower files of a writable union to the kernel
+	// (FUSE passthrough), as upper files are and as lower files of a
+	// read-only union always are: reads of them then never reach this
+	// daemon. The price: a descriptor opened on a lower file before its
+	// copy-up keeps reading the lower file as it was, as overlayfs did before
+	// Linux 4.19. Without it such a descriptor reads the copy, as overlayfs
+	// (since 4.19) and fuse-overlayfs do, and lower files are read through
+	// this daemon into the kernel's page cache.
+	LowerPassthrough bool
 	// Metacopy makes a change of only the attributes of a lower regular
 	// file (chmod, chown, utimes, xattrs) copy up no data: the upper file
 	// names the lower one that holds it until the first write (overlayfs's
@@ -102,7 +105,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		logger = log.Default()
 	}
 	u := &union{layers: make([]*layer, 1+len(cfg.Lowers)), selinux: selinuxEnabled(), tracer: cfg.Trace,
-		metacopy: cfg.Metacopy, followCopyUp: cfg.FollowCopyUp}
+		metacopy: cfg.Metacopy, lowerPassthrough: cfg.LowerPassthrough}
 	defer func() {
 		if err != nil {
 			u.close()

@@ -53,9 +53,9 @@ type union struct {
 	// stack is the value of StackXattr on the root (stack.go).
 	stack []byte
 
-	// followCopyUp keeps lower files of a writable union out of passthrough
-	// (Config.FollowCopyUp).
-	followCopyUp bool
+	// lowerPassthrough lets lower files of a writable union pass through
+	// (Config.LowerPassthrough).
+	lowerPassthrough bool
 
 	// passthrough is false when the kernel refused a backing file, so that no
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).

@@ -49,10 +49,11 @@ the lines of a Dockerfile stack up, or in the kernel overlayfs spelling,
 for a colon and a comma inside a path. Without an upper directory the union is
 read-only. -o also takes FUSE mount options (ro, noatime, allow_other, ...),
 which are passed on, "volatile", which skips the syncs of copied-up files, and
-"follow_copyup": a file opened on a lower layer then reads what writers write
-after its copy-up, as in overlayfs, and lower files are read through strata
-rather than passed to the kernel (without it, such a file keeps reading the
-lower layer's data as it was).
+"lower_passthrough": lower files are handed to the kernel like upper files,
+so their reads never reach strata, but a file opened on a lower layer before
+its copy-up then keeps reading the lower layer's data as it was, as overlayfs
+did before Linux 4.19 (without it, it reads what writers write, as overlayfs
+does now). A read-only union always passes lower files through.
 
 strata runs in the foreground and unmounts on SIGINT or SIGTERM; if the union
 is busy then, it is detached and served until its last user leaves. With
@@ -158,7 +159,7 @@ func resolve(s layers.Stack, mountpoint string, cfg unionfs.Config, stderr io.Wr
 		return unionfs.Config{}, "", err
 	}
 	cfg.Lowers, cfg.Upper, cfg.Work, cfg.Volatile = r.Lowers, r.Upper, r.Work, r.Volatile
-	cfg.FollowCopyUp = r.FollowCopyUp
+	cfg.LowerPassthrough = r.LowerPassthrough
 	return cfg, mnt, nil
 }
 
