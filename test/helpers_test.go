@@ -75,6 +75,13 @@ func mountStrata(t testing.TB, s stack, f whiteout.Format) string {
 // unmounts it when the test ends, pass or fail.
 func mountConfig(t testing.TB, cfg unionfs.Config) string {
 	t.Helper()
+	mnt, _ := mountStrataServer(t, cfg)
+	return mnt
+}
+
+// mountStrataServer mounts cfg like mountConfig and also returns the server.
+func mountStrataServer(t testing.TB, cfg unionfs.Config) (string, *unionfs.Server) {
+	t.Helper()
 	mnt := filepath.Join(t.TempDir(), "merged")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -90,7 +97,7 @@ func mountConfig(t testing.TB, cfg unionfs.Config) string {
 		}
 		srv.Wait()
 	})
-	return mnt
+	return mnt, srv
 }
 
 // mountOverlay mounts s with kernel overlayfs, the reference, and unmounts it

@@ -241,27 +241,6 @@ func dropLines(lines []string, who string) []string {
 	return out
 }
 
-// mountStrataServer mounts cfg like mountConfig and also returns the server.
-func mountStrataServer(t *testing.T, cfg unionfs.Config) (string, *unionfs.Server) {
-	t.Helper()
-	mnt := filepath.Join(t.TempDir(), "merged")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := unionfs.Mount(mnt, cfg)
-	if err != nil {
-		t.Fatalf("mount strata: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount strata %s: %v (detaching)", mnt, err)
-			_ = unix.Unmount(mnt, unix.MNT_DETACH) // last resort: never leave a mount behind
-		}
-		srv.Wait()
-	})
-	return mnt, srv
-}
-
 // ptObs records what one interleaving sees, for comparison line by line.
 type ptObs struct {
 	mnt   string
