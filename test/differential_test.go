@@ -268,6 +268,35 @@ func diffCases() []diffCase {
 		fXattr("a", "user.old", "1"), fXattr("a", "trusted.t", "2"),
 	))
 	return []diffCase{
+		// Creating as another user: the owner is the caller, the group the
+		// caller's or a set-group-ID directory's (which a new directory
+		// inherits), and the mode the caller's umask leaves; a lower
+		// directory is copied up first, its owner and mode kept.
+		{name: "create/as-user", layers: layers(layer(
+			fDirM("pub", 0o777), fFile("pub/old", "o"),
+			fDirM("grp", 0o775), fChown("grp", 0, 2000), fChmod("grp", 0o2777), fFile("grp/old", "o"),
+			fDirM("mine", 0o755), fChown("mine", 1000, 1000))),
+			ops: func(r *opRun) {
+				r.asUser(1000, 1000, "echo hi > pub/f && mkdir pub/d && mkfifo pub/p && ln -s f pub/s && ln pub/f pub/h && touch pub/e")
+				r.asUser(1000, 1000, "echo hi > grp/f && mkdir grp/d && mkdir -m 0750 grp/d2 && mkfifo grp/p && ln -s f grp/s && install -m 2755 /dev/null grp/x")
+				r.asUser(1000, 1000, "touch mine/f && chmod 4755 mine/f && echo more >> mine/f")
+				r.asUser(1001, 1001, "touch mine/g")
+				r.asUser(1001, 1001, "echo no > grp/old")
+				r.stat("pub/f", false)
+				r.stat("grp/d", false)
+				r.stat("grp/x", false)
+				r.stat("mine/f", false)
+			}},
+		{name: "create/root-in-setgid-dir", layers: layers(layer(
+			fDirM("grp", 0o775), fChown("grp", 0, 2000), fChmod("grp", 0o2775))),
+			ops: func(r *opRun) {
+				r.create("grp/f", "data", 0o640)
+				r.mkdir("grp/d", 0o700)
+				r.mknod("grp/p", unix.S_IFIFO|0o600, 0)
+				r.symlink("f", "grp/s")
+				r.stat("grp/f", false)
+				r.stat("grp/d", false)
+			}},
 		// Reading: which layer shows, and how directories merge.
 		{name: "read/bottom-middle-top", layers: layers(
 			layer(fFile("b", "bottom")), layer(fFile("m", "middle")), layer(fFile("t", "top"))),

@@ -1,8 +1,8 @@
 package test
 
 // Operations on a mounted union, recorded so that two unions can be held to the
-// same results. Every operation is a system call made by this process: a strata
-// union is served by this process too, so no child process may touch it.
+// same results. Every operation but asUser is a system call made by this
+// process, which serves the strata union too.
 
 import (
 	"bytes"
@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -286,6 +288,29 @@ func (r *opRun) symlink(target, rel string) {
 func (r *opRun) mknod(rel string, mode uint32, dev uint64) {
 	r.rec(fmt.Sprintf("mknod %s %o %d:%d", rel, mode, unix.Major(dev), unix.Minor(dev)),
 		unix.Mknod(r.p(rel), mode, int(dev)))
+}
+
+// asUser runs script with sh(1) in the mount's root as uid:gid, without
+// supplementary groups and with umask 002, and records its status and what it
+// printed. The child reaches the mount through a descriptor (the test's
+// directories above it are private to root), and only after exec: between
+// fork and exec it shares this process's memory, and must not wait on a union
+// this process serves.
+func (r *opRun) asUser(uid, gid int, script string) {
+	root, err := os.Open(r.mnt)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer root.Close()
+	cmd := exec.Command("/bin/sh", "-c", "cd /proc/self/fd/3 && umask 002 && "+script)
+	cmd.ExtraFiles = []*os.File{root}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	status := "ok"
+	if err != nil {
+		status = err.Error()
+	}
+	r.obs(fmt.Sprintf("as %d:%d %q", uid, gid, script), "%s %q", status, out)
 }
 
 func (r *opRun) mkdir(rel string, mode uint32) {

@@ -83,10 +83,11 @@ func (n *node) make(ctx context.Context, name string, mode uint32, out *fuse.Ent
 // call, where Make's chown of a name is three (stat, chown, chmod).
 type fileOwner struct{ uid, gid int }
 
-// makeFile is make for a create function that opens the new entry: stat
-// reads its attributes from that descriptor, instead of a walk of its path,
-// and create gives the entry to the owner it is passed (nil: the stat
-// override keeps the owner).
+// makeFile is make for a create function that opens the new entry and takes
+// its attributes there: stat returns them, instead of a walk of its path,
+// unless the entry changed after create (a stat override was written, or it
+// was made aside and renamed over a whiteout). create gives the entry to the
+// owner it is passed (nil: the stat override keeps the owner).
 func (n *node) makeFile(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, create func(dirfd int, name string, o *fileOwner) error, stat func(*unix.Statx_t) error) (*node, error) {
 	idx, err := n.prepareCreate(name)
 	if err != nil {
@@ -118,6 +119,9 @@ func (n *node) makeFile(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	if opaque && n.u.tracer != nil {
 		n.u.tracer.Trace(Event{Op: OpOpaque, Path: tracePath(beneath.Join(n.rel(), name)), Format: n.u.opaqueFormat()})
+	}
+	if replaces || n.u.statOverride != "" {
+		stat = nil // its ctime moved since
 	}
 	return n.added(ctx, name, replaces, out, stat)
 }
@@ -153,27 +157,42 @@ var _ = (fs.NodeCreater)((*node)(nil))
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
 	onDisk := n.u.backingMode(mode & 07777)
+	var st unix.Statx_t
+	statFd := func() error {
+		return unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st)
+	}
 	create := func(dirfd int, nm string, o *fileOwner) error {
 		var err error
 		fd, err = unix.Openat(dirfd, nm, int(flags&keptOpenFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, onDisk)
 		if err != nil {
 			return err
 		}
-		if o != nil {
+		// Owner and mode are most often right already (the daemon's
+		// umask, a default ACL or a set-group-ID directory can make them
+		// differ): a stat costs one system call, where fixing both
+		// blindly costs two, and the stat is needed anyway.
+		err = statFd()
+		chowned := false
+		if err == nil && o != nil && (int(st.Uid) != o.uid || int(st.Gid) != o.gid) {
 			err = unix.Fchown(fd, o.uid, o.gid)
+			chowned = true
 		}
-		if err == nil {
+		if err == nil && (chowned || uint32(st.Mode)&07777 != onDisk) {
 			// After the chown, which clears set-user-ID; and the daemon's
 			// umask must not touch the mode the kernel computed.
 			err = unix.Fchmod(fd, onDisk)
+			if err == nil {
+				err = statFd()
+			}
 		}
 		if err != nil {
 			_ = unix.Unlinkat(dirfd, nm, 0) // made here, and half done
 		}
 		return err
 	}
-	stat := func(st *unix.Statx_t) error {
-		return unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, st)
+	stat := func(out *unix.Statx_t) error {
+		*out = st // taken by create, after the last change
+		return nil
 	}
 	child, err := n.makeFile(ctx, name, syscall.S_IFREG|mode&07777, out, create, stat)
 	if err != nil {
