@@ -420,6 +420,46 @@ func TestSELinuxLabelAbsent(t *testing.T) {
 	}
 }
 
+// TestNewFileCapability follows the file capability of a file made through
+// the union: none at first (strata answers that without the disk), the one
+// set through the union after, and none again once a write drops it, as the
+// kernel does on every file system.
+func TestNewFileCapability(t *testing.T) {
+	s := newStack(t, 1, nil)
+	mnt := mountStrata(t, s, whiteout.OCI)
+	p := filepath.Join(mnt, "tool")
+	mustWrite(t, p, "#!/bin/sh\n")
+	buf := make([]byte, 64)
+	if _, err := unix.Getxattr(p, "security.capability", buf); !errors.Is(err, unix.ENODATA) {
+		t.Fatalf("getxattr security.capability of a new file: %v, want ENODATA", err)
+	}
+	// cap_net_raw+ep, as setcap writes it (VFS_CAP_REVISION_2).
+	capv := []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	if err := unix.Setxattr(p, "security.capability", capv, 0); err != nil {
+		t.Fatalf("setxattr security.capability: %v", err)
+	}
+	n, err := unix.Getxattr(p, "security.capability", buf)
+	if err != nil || !bytes.Equal(buf[:n], capv) {
+		t.Fatalf("getxattr security.capability after setxattr = %x, %v; want %x", buf[:max(n, 0)], err, capv)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("exit 0\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Getxattr(p, "security.capability", buf); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("getxattr security.capability after a write: %v, want ENODATA (the write drops it)", err)
+	}
+	if _, err := unix.Getxattr(filepath.Join(s.Upper, "tool"), "security.capability", buf); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("the upper file keeps its capability after a write: %v", err)
+	}
+}
+
 // TestReadOnlyUnion mounts lower layers alone: files read whole (there they
 // pass through to the lower file when the kernel can), several readers at
 // once, and every kind of write is refused with EROFS.

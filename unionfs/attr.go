@@ -252,8 +252,12 @@ func (n *node) loadXattrs() (map[string][]byte, error) {
 	return n.xattrs, nil
 }
 
-// selinuxXattr holds a file's SELinux label.
-const selinuxXattr = "security.selinux"
+// selinuxXattr holds a file's SELinux label, capabilityXattr its file
+// capabilities.
+const (
+	selinuxXattr    = "security.selinux"
+	capabilityXattr = "security.capability"
+)
 
 var _ = (fs.NodeGetxattrer)((*node)(nil))
 
@@ -263,6 +267,17 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 			return n.u.getStackXattr(dest)
 		}
 		return 0, syscall.ENODATA
+	}
+	if attr == capabilityXattr {
+		// The kernel asks before every write(2) whether the file has a
+		// capability to drop. One this mount created has none until one
+		// is set, which loads the cache first: no need to read the disk.
+		n.mu.Lock()
+		none := n.made && n.xattrs == nil
+		n.mu.Unlock()
+		if none {
+			return 0, syscall.ENODATA
+		}
 	}
 	m, err := n.loadXattrs()
 	if err != nil {

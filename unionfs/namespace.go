@@ -148,7 +148,7 @@ func (n *node) added(ctx context.Context, name string, below bool, out *fuse.Ent
 	delete(n.idx.whiteouts, name)
 	n.mu.Unlock()
 	n.listingChanged()
-	ch := n.newChild(ctx, name, e, &st, out)
+	ch := n.newChild(ctx, name, e, &st, out, true)
 	return ch.Operations().(*node), nil
 }
 

@@ -41,6 +41,9 @@ type node struct {
 	unlinked bool
 	// xattrs caches the node's extended attributes; nil until first asked.
 	xattrs map[string][]byte
+	// made is set on a node this mount created: it has no file capability
+	// until one is set through it (see Getxattr).
+	made bool
 	// cached and passedThrough count the open handles in each of the kernel's
 	// two I/O modes for an inode, which it never mixes (see addFile);
 	// lowerBacking counts those passed through to a lower file.
@@ -120,9 +123,10 @@ func (n *node) listingChanged() {
 
 // newChild makes (or finds) the node for the entry e, named name in n, whose
 // attributes are st, and fills out.
-func (n *node) newChild(ctx context.Context, name string, e *entry, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
+// made says that the entry was just created by this mount.
+func (n *node) newChild(ctx context.Context, name string, e *entry, st *unix.Statx_t, out *fuse.EntryOut, made bool) *fs.Inode {
 	id := n.u.ids.of(e.layer, st, n.StableAttr().Ino, name)
-	child := &node{u: n.u, layer: e.layer}
+	child := &node{u: n.u, layer: e.layer, made: made}
 	if e.mode == syscall.S_IFDIR {
 		child.dirLayers = append([]int(nil), e.layers...)
 	}
@@ -223,7 +227,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if n.u.tracer != nil {
 		n.u.traceFound(n.rel(), name, &ec)
 	}
-	return n.newChild(ctx, name, &ec, &st, out), 0
+	return n.newChild(ctx, name, &ec, &st, out, false), 0
 }
 
 var _ = (fs.NodeGetattrer)((*node)(nil))
