@@ -216,6 +216,35 @@ func BenchmarkSeqWrite(b *testing.B) {
 	})
 }
 
+// BenchmarkCreateFiles creates 1000 files of 512 B in a new directory, as
+// an untar does (open with O_CREAT|O_EXCL, write, close), then removes them
+// as rm -r does: the metadata round trips of the write paths.
+func BenchmarkCreateFiles(b *testing.B) {
+	const files = 1000
+	data := make([]byte, 512)
+	sideBySide(b, 1, nil, func(b *testing.B, mnt string, iter int) {
+		dir := filepath.Join(mnt, fmt.Sprintf("d%d", iter))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for j := 0; j < files; j++ {
+			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("f%04d", j)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := f.Write(data); err != nil {
+				b.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
 // BenchmarkCopyUp measures the first one-byte write into a 256 MiB lower file:
 // the latency of copy-up. Each iteration writes to another lower file.
 func BenchmarkCopyUp(b *testing.B) {
