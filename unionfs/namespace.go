@@ -3,6 +3,7 @@ package unionfs
 import (
 	"context"
 	"errors"
+	"os"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -87,8 +88,11 @@ type fileOwner struct{ uid, gid int }
 // its attributes there: stat returns them, instead of a walk of its path,
 // unless the entry changed after create (a stat override was written, or it
 // was made aside and renamed over a whiteout). create gives the entry to the
-// owner it is passed (nil: the stat override keeps the owner).
-func (n *node) makeFile(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, create func(dirfd int, name string, o *fileOwner) error, stat func(*unix.Statx_t) error) (*node, error) {
+// owner it is passed (nil: the stat override keeps the owner). When there is
+// nothing to replace or override, create is handed the upper's root and the
+// entry's whole path, which it must open with beneath: one system call, where
+// Make opens the directory, then the entry in it, then closes the directory.
+func (n *node) makeFile(ctx context.Context, name string, mode uint32, out *fuse.EntryOut, create func(dirfd int, rel string, o *fileOwner) error, stat func(*unix.Statx_t) error) (*node, error) {
 	idx, err := n.prepareCreate(name)
 	if err != nil {
 		return nil, err
@@ -113,6 +117,13 @@ func (n *node) makeFile(ctx context.Context, name string, mode uint32, out *fuse
 	n.mu.Lock()
 	replaces := idx.whiteouts[name]
 	n.mu.Unlock()
+	if o != nil && !replaces {
+		rel := beneath.Join(n.rel(), name)
+		if err := create(n.u.upper.Root, rel, o); err != nil {
+			return nil, &os.PathError{Op: "create", Path: rel, Err: err}
+		}
+		return n.added(ctx, name, false, out, stat)
+	}
 	opaque := replaces && mode&syscall.S_IFMT == syscall.S_IFDIR
 	if err := n.u.upper.Make(n.rel(), name, uid, gid, opaque, replaces, mk); err != nil {
 		return nil, err
@@ -161,9 +172,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	statFd := func() error {
 		return unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st)
 	}
-	create := func(dirfd int, nm string, o *fileOwner) error {
+	create := func(dirfd int, rel string, o *fileOwner) error {
 		var err error
-		fd, err = unix.Openat(dirfd, nm, int(flags&keptOpenFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, onDisk)
+		fd, err = beneath.Open(dirfd, rel, int(flags&keptOpenFlags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, onDisk)
 		if err != nil {
 			return err
 		}
@@ -186,7 +197,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			}
 		}
 		if err != nil {
-			_ = unix.Unlinkat(dirfd, nm, 0) // made here, and half done
+			unlinkBeneath(dirfd, rel) // made here, and half done
 		}
 		return err
 	}
@@ -207,6 +218,17 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, toErrno(err)
 	}
 	return child.EmbeddedInode(), f.handle(), openFlags, 0
+}
+
+// unlinkBeneath removes the file rel beneath dirfd, if it can.
+func unlinkBeneath(dirfd int, rel string) {
+	dir, name := beneath.Split(rel)
+	dfd, err := beneath.OpenDir(dirfd, dir)
+	if err != nil {
+		return
+	}
+	defer unix.Close(dfd)
+	_ = unix.Unlinkat(dfd, name, 0)
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))
