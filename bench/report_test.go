@@ -193,3 +193,4 @@ func TestChartWithoutOverlay(t *testing.T) {
 		t.Errorf("got %v, want ErrNoOverlay", err)
 	}
 }
+

@@ -95,6 +95,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	defer func() { err = errors.Join(err, r.cleanup()) }()
 
+	if note := scratchNote(r.scratch); note != "" {
+		rep.Notes = append(rep.Notes, note)
+	}
 	r.canDrop = os.Geteuid() == 0
 	if !r.canDrop {
 		rep.Notes = append(rep.Notes, "not root: cold rows ran with warm caches")
