@@ -193,4 +193,3 @@ func TestChartWithoutOverlay(t *testing.T) {
 		t.Errorf("got %v, want ErrNoOverlay", err)
 	}
 }
-
