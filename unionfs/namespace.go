@@ -122,7 +122,7 @@ func (n *node) makeFile(ctx context.Context, name string, mode uint32, out *fuse
 		if err := create(n.u.upper.Root, rel, o); err != nil {
 			return nil, &os.PathError{Op: "create", Path: rel, Err: err}
 		}
-		return n.added(ctx, name, false, out, stat)
+		return n.added(ctx, name, false, out, stat, true)
 	}
 	opaque := replaces && mode&syscall.S_IFMT == syscall.S_IFDIR
 	if err := n.u.upper.Make(n.rel(), name, uid, gid, opaque, replaces, mk); err != nil {
@@ -134,13 +134,14 @@ func (n *node) makeFile(ctx context.Context, name string, mode uint32, out *fuse
 	if replaces || n.u.statOverride != "" {
 		stat = nil // its ctime moved since
 	}
-	return n.added(ctx, name, replaces, out, stat)
+	return n.added(ctx, name, replaces, out, stat, true)
 }
 
 // added registers the new upper entry name of n in the index and the tree.
 // below says whether lower layers hold the name (it replaced a whiteout).
-// stat, if not nil, reads the entry's attributes (from a descriptor).
-func (n *node) added(ctx context.Context, name string, below bool, out *fuse.EntryOut, stat func(*unix.Statx_t) error) (*node, error) {
+// stat, if not nil, reads the entry's attributes (from a descriptor). made
+// says that the entry is a new object, not a new name of one (a link).
+func (n *node) added(ctx context.Context, name string, below bool, out *fuse.EntryOut, stat func(*unix.Statx_t) error, made bool) (*node, error) {
 	var st unix.Statx_t
 	if stat != nil {
 		if err := stat(&st); err != nil {
@@ -159,7 +160,7 @@ func (n *node) added(ctx context.Context, name string, below bool, out *fuse.Ent
 	delete(n.idx.whiteouts, name)
 	n.mu.Unlock()
 	n.listingChanged()
-	ch := n.newChild(ctx, name, e, &st, out, true)
+	ch := n.newChild(ctx, name, e, &st, out, made)
 	return ch.Operations().(*node), nil
 }
 
@@ -330,7 +331,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	child, err := n.added(ctx, name, replaces, out, nil)
+	child, err := n.added(ctx, name, replaces, out, nil, false)
 	if err != nil {
 		return nil, toErrno(err)
 	}
