@@ -287,6 +287,24 @@ func diffCases() []diffCase {
 				r.stat("grp/x", false)
 				r.stat("mine/f", false)
 			}},
+		// The directory's set-group-ID bit and group, changed between
+		// creates in it: each create follows the latest.
+		{name: "create/setgid-changed-between", layers: layers(layer(
+			fDirM("grp", 0o775), fChown("grp", 0, 2000))),
+			ops: func(r *opRun) {
+				r.create("grp/f1", "1", 0o644)
+				r.chmod("grp", 0o2775)
+				r.create("grp/f2", "2", 0o644)
+				r.lchown("grp", 0, 3000)
+				r.create("grp/f3", "3", 0o644)
+				r.mkdir("grp/d", 0o755)
+				r.chmod("grp", 0o775)
+				r.create("grp/f4", "4", 0o644)
+				r.asUser(1000, 1000, "mkdir grp/u 2>&1; echo hi > grp/d/v 2>&1; true")
+				for _, f := range []string{"grp/f1", "grp/f2", "grp/f3", "grp/f4", "grp/d"} {
+					r.stat(f, false)
+				}
+			}},
 		{name: "create/root-in-setgid-dir", layers: layers(layer(
 			fDirM("grp", 0o775), fChown("grp", 0, 2000), fChmod("grp", 0o2775))),
 			ops: func(r *opRun) {

@@ -20,6 +20,7 @@ var _ = (fs.NodeSetattrer)((*node)(nil))
 // times, so that an explicit mtime is not clobbered by the truncation.
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	errno := n.setattr(f, in, out)
+	n.forgetGroup()
 	if errno == 0 {
 		// The answer is as good as a GETATTR's. go-fuse leaves its timeout
 		// at 0, and the kernel then asks again at the next stat or
@@ -334,6 +335,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.copyUpMeta(); err != nil {
 		return toErrno(err)
 	}
+	n.forgetGroup() // an ACL may have cleared set-group-ID
 	if err := xattr.Set(n.u.layers[upperLayer].root, n.rel(), attr, data, int(flags)); err != nil {
 		return toErrno(err)
 	}
@@ -362,6 +364,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if err := n.copyUpMeta(); err != nil {
 		return toErrno(err)
 	}
+	n.forgetGroup()
 	if err := xattr.Remove(n.u.layers[upperLayer].root, n.rel(), attr); err != nil {
 		return toErrno(err)
 	}

@@ -49,9 +49,40 @@ func (n *node) owner(ctx context.Context) (uid, gid int, setgid bool, err error)
 	if c, ok := fuse.FromContext(ctx); ok {
 		uid, gid = int(c.Uid), int(c.Gid)
 	}
+	g, err := n.dirGroup()
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if uid, gid, err = n.u.storedOwner(uid, gid); err != nil {
+		return 0, 0, false, err
+	}
+	if g.setgid {
+		gid = int(g.gid) // stored already
+	}
+	return uid, gid, g.setgid, nil
+}
+
+// dirGroup is what a new entry needs of its directory's attributes: the
+// set-group-ID bit and the group. They change only by a SETATTR or an xattr
+// change (an ACL may clear the bit) through the union, which forget them; and
+// the kernel holds the directory locked for a create in it, as for those.
+type dirGroup struct {
+	gid    uint32
+	setgid bool
+	known  bool
+}
+
+// dirGroup returns n's dirGroup, from memory once read from its upper directory.
+func (n *node) dirGroup() (dirGroup, error) {
+	n.mu.Lock()
+	g := n.group
+	n.mu.Unlock()
+	if g.known {
+		return g, nil
+	}
 	var st unix.Statx_t
 	if err := n.u.statx(upperLayer, n.rel(), &st); err != nil {
-		return 0, 0, false, err
+		return g, err
 	}
 	if n.u.overridable(uint32(st.Mode)) {
 		// The directory's mode and group are the ones it shows.
@@ -60,14 +91,18 @@ func (n *node) owner(ctx context.Context) (uid, gid int, setgid bool, err error)
 			st.Gid = o.gid
 		}
 	}
-	setgid = st.Mode&syscall.S_ISGID != 0
-	if uid, gid, err = n.u.storedOwner(uid, gid); err != nil {
-		return 0, 0, false, err
-	}
-	if setgid {
-		gid = int(st.Gid) // stored already
-	}
-	return uid, gid, setgid, nil
+	g = dirGroup{gid: st.Gid, setgid: st.Mode&syscall.S_ISGID != 0, known: true}
+	n.mu.Lock()
+	n.group = g
+	n.mu.Unlock()
+	return g, nil
+}
+
+// forgetGroup drops what dirGroup knows, after a change of n's attributes.
+func (n *node) forgetGroup() {
+	n.mu.Lock()
+	n.group = dirGroup{}
+	n.mu.Unlock()
 }
 
 // make creates name in n with create (see cow.Upper.Make) and returns its node.

@@ -44,6 +44,9 @@ type node struct {
 	// made is set on a node this mount created: it has no file capability
 	// until one is set through it (see Getxattr).
 	made bool
+	// group is, for a directory, what a new entry in it needs of its
+	// attributes (see owner), once known.
+	group dirGroup
 	// cached and passedThrough count the open handles in each of the kernel's
 	// two I/O modes for an inode, which it never mixes (see addFile);
 	// lowerBacking counts those passed through to a lower file.
