@@ -204,7 +204,7 @@ func (n *node) openFile(flags int) (*file, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := n.addFile(fd, l != upperLayer)
+	f, err := n.addFile(fd, l != upperLayer, n.u.killpriv && writes(uint32(flags)) && hasSetID(fd))
 	if err != nil {
 		_ = unix.Close(fd) // never handed out
 		return nil, err
@@ -231,7 +231,11 @@ func (n *node) openFile(flags int) (*file, error) {
 // lower files of a writable union pass through only with
 // Config.LowerPassthrough: by default they are cached, so that a copy-up can
 // move their handles to the copy (reopenUpper), as overlayfs does.
-func (n *node) addFile(fd int, lower bool) (*file, error) {
+//
+// viaStrata asks for the page-cache mode, whose writes come through strata:
+// a writer's handle of a file with set-ID bits to drop (killpriv.go). It is
+// granted unless another handle passes through already.
+func (n *node) addFile(fd int, lower, viaStrata bool) (*file, error) {
 	f := &file{node: n, fd: fd, lower: lower}
 	pass := n.u.passthrough.Load()
 	if pass && lower && !n.u.readOnly() {
@@ -241,6 +245,9 @@ func (n *node) addFile(fd int, lower bool) (*file, error) {
 	defer n.mu.Unlock()
 	if !lower && n.lowerBacking > 0 {
 		return nil, syscall.ESTALE
+	}
+	if viaStrata && n.passedThrough == 0 {
+		pass = false
 	}
 	f.passthrough = pass && n.cached == 0
 	if f.passthrough {
@@ -256,6 +263,15 @@ func (n *node) addFile(fd int, lower bool) (*file, error) {
 	}
 	n.fds[f] = struct{}{}
 	return f, nil
+}
+
+// writes reports whether open(2) flags open for writing.
+func writes(flags uint32) bool { return flags&syscall.O_ACCMODE != syscall.O_RDONLY }
+
+// hasSetID reports whether the file fd has set-ID bits a write drops.
+func hasSetID(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && hasSetIDBits(st.Mode)
 }
 
 // lowerPassthroughMin is the size from which a lower file of a writable union

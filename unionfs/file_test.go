@@ -42,11 +42,11 @@ func testFd(t *testing.T) int {
 // would give it the lower file, reopened for writing.
 func TestAddFileLowerBacking(t *testing.T) {
 	n := &node{u: testUnion(t, false), layer: 1}
-	r1, err := n.addFile(testFd(t), true)
+	r1, err := n.addFile(testFd(t), true, false)
 	if err != nil || !r1.passthrough {
 		t.Fatalf("first reader: err %v, passthrough %v; want a passthrough handle", err, r1 != nil && r1.passthrough)
 	}
-	r2, err := n.addFile(testFd(t), true)
+	r2, err := n.addFile(testFd(t), true, false)
 	if err != nil || !r2.passthrough {
 		t.Fatalf("second reader: err %v; want a passthrough handle", err)
 	}
@@ -59,7 +59,7 @@ func TestAddFileLowerBacking(t *testing.T) {
 		t.Errorf("copyID with readers on the lower file kept generation %d; want a new one", id.Gen)
 	}
 	n.layer = upperLayer
-	if _, err := n.addFile(testFd(t), false); !errors.Is(err, syscall.ESTALE) {
+	if _, err := n.addFile(testFd(t), false, false); !errors.Is(err, syscall.ESTALE) {
 		t.Errorf("upper handle while the lower file backs the inode: err %v, want ESTALE", err)
 	}
 
@@ -74,7 +74,7 @@ func TestAddFileLowerBacking(t *testing.T) {
 	if id := n.copyID(); id != old {
 		t.Errorf("copyID without readers = %+v, want the node's own %+v", id, old)
 	}
-	w, err := n.addFile(testFd(t), false)
+	w, err := n.addFile(testFd(t), false, false)
 	if err != nil || !w.passthrough {
 		t.Fatalf("upper handle once the readers left: err %v; want a passthrough handle", err)
 	}
@@ -93,7 +93,7 @@ func TestAddFileSmallLower(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := n.addFile(fd, true)
+	r, err := n.addFile(fd, true, false)
 	if err != nil || r.passthrough {
 		t.Fatalf("small reader: err %v, passthrough %v; want a cached handle", err, r != nil && r.passthrough)
 	}
@@ -108,12 +108,12 @@ func TestAddFileSmallLower(t *testing.T) {
 // readers.
 func TestAddFileFollowCopyUp(t *testing.T) {
 	n := &node{u: testUnion(t, true), layer: 1}
-	r, err := n.addFile(testFd(t), true)
+	r, err := n.addFile(testFd(t), true, false)
 	if err != nil || r.passthrough {
 		t.Fatalf("reader: err %v, passthrough %v; want a cached handle", err, r != nil && r.passthrough)
 	}
 	n.layer = upperLayer
-	w, err := n.addFile(testFd(t), false)
+	w, err := n.addFile(testFd(t), false, false)
 	if err != nil || w.passthrough {
 		t.Fatalf("writer beside a cached reader: err %v; want a cached handle (one I/O mode per inode)", err)
 	}

@@ -213,13 +213,15 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		Logger:          logger,
 		ServerCallbacks: kernel,
 	}
-	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts)}
+	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts), kernel: kernel}
 	loop := newServeLoop(dev, fuse.NewProtocolServer(raw, &opts.MountOptions), logger, cfg.Debug)
+	loop.extraCaps = capHandleKillprivV2
 	flags, err := loop.init()
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	raw.negotiated(flags)
+	u.killpriv = raw.killpriv.Load()
 	loop.start()
 	if err := refusePoll(mountpoint); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)

@@ -248,7 +248,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, toErrno(err)
 	}
-	f, err := child.addFile(fd, false) // a new node: no lower backing file
+	// A new node: no lower backing file.
+	f, err := child.addFile(fd, false, n.u.killpriv && writes(flags) && hasSetIDBits(uint32(st.Mode)))
 	if err != nil {
 		_ = unix.Close(fd)
 		return nil, nil, 0, toErrno(err)
@@ -601,7 +602,8 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		}
 	}
 	child.fixAttr(&out.Attr)
-	f, err := child.addFile(fd, false) // a new node: no lower backing file
+	// A new node: no lower backing file.
+	f, err := child.addFile(fd, false, n.u.killpriv && writes(flags) && hasSetIDBits(uint32(st.Mode)))
 	if err != nil {
 		_ = unix.Close(fd)
 		return nil, nil, 0, toErrno(err)

@@ -24,12 +24,16 @@ const capNoOpendirSupport = 1 << 24
 // offset k on a fresh handle resumes exactly where an old one would.
 type rawFS struct {
 	fuse.RawFileSystem
+	kernel    kernelCalls
 	noOpendir atomic.Bool // the kernel takes ENOSYS for OPENDIR
+	killpriv  atomic.Bool // strata drops set-ID bits (killpriv.go)
 }
 
-// negotiated takes note of the capabilities the kernel offered at INIT.
+// negotiated takes note of the capabilities the kernel offered at INIT; those
+// strata asks for beyond go-fuse's (serveLoop.init) it got if offered.
 func (r *rawFS) negotiated(kernelFlags uint64) {
 	r.noOpendir.Store(kernelFlags&capNoOpendirSupport != 0)
+	r.killpriv.Store(kernelFlags&capHandleKillprivV2 != 0)
 }
 
 func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

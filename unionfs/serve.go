@@ -85,6 +85,9 @@ type serveLoop struct {
 	ps     *fuse.ProtocolServer
 	logger *log.Logger
 	debug  bool
+	// extraCaps are INIT capabilities (the low 32 bits) strata asks for
+	// beyond go-fuse's.
+	extraCaps uint32
 
 	mu      sync.Mutex
 	waiting int // readers blocked in read(2)
@@ -145,6 +148,7 @@ func (s *serveLoop) putBuffers(b *buffers) {
 
 // init answers the kernel's first request, INIT, and returns the capability
 // flags the kernel offered. Nothing else on the mount is answered before it.
+// go-fuse builds the answer; init adds those of extraCaps the kernel offered.
 func (s *serveLoop) init() (uint64, error) {
 	b := s.getBuffers()
 	defer s.putBuffers(b)
@@ -158,7 +162,18 @@ func (s *serveLoop) init() (uint64, error) {
 	}
 	in := (*fuse.InitIn)(unsafe.Pointer(&b.in[0]))
 	flags := in.Flags64()
-	if err := s.answer(b, n); err != nil {
+	m, st := s.ps.HandleRequest([][]byte{b.in[:n]}, [][]byte{b.out})
+	if !st.Ok() {
+		return 0, fmt.Errorf("fuse: INIT: %v", st)
+	}
+	if grant := uint32(flags) & s.extraCaps; grant != 0 {
+		// fuse_out_header, then fuse_init_out: major, minor,
+		// max_readahead, flags.
+		const flagsAt = 16 + 12
+		f := binary.NativeEndian.Uint32(b.out[flagsAt:])
+		binary.NativeEndian.PutUint32(b.out[flagsAt:], f|grant)
+	}
+	if err := s.dev.Write(b.out[:m]); err != nil {
 		return 0, err
 	}
 	return flags, nil

@@ -56,6 +56,9 @@ type union struct {
 	// lowerPassthrough lets lower files of a writable union pass through
 	// (Config.LowerPassthrough).
 	lowerPassthrough bool
+	// killpriv says that strata, not the kernel, drops set-ID bits on
+	// writes (killpriv.go). Set before the mount serves.
+	killpriv bool
 
 	// passthrough is false when the kernel refused a backing file, so that no
 	// handle offers one (go-fuse would turn it off for the whole mount anyway).
