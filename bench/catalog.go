@@ -120,7 +120,7 @@ var Workloads = []*Workload{
 	{
 		Name: "small-files", Doc: "create 20k files of 4 KiB in nested dirs, then delete them",
 		weight:  47,
-		fixture: emptyFixture,
+		fixture: createFixture,
 		measures: []measure{
 			{name: "small-files create", op: SmallFilesCreate},
 			{name: "small-files delete", chained: true, op: SmallFilesDelete},
@@ -130,7 +130,7 @@ var Workloads = []*Workload{
 	{
 		Name: "untar", Doc: "unpack 20k small files into the mount, then rm -rf them",
 		weight:  67,
-		fixture: emptyFixture,
+		fixture: createFixture,
 		measures: []measure{
 			{name: "untar", op: Untar},
 			{name: "rm -rf", chained: true, op: UntarRemove},

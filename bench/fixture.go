@@ -26,6 +26,9 @@ type fixture struct {
 	// which take a tenth of the time of copies to make and to remove
 	// (a file's blocks are freed, and discarded, only once).
 	readOnly bool
+	// journaled asks for a file system that reuses freed inodes at once:
+	// its workloads create files right after deleting others (scratchfs.go).
+	journaled bool
 }
 
 // Names in the tree of stat-walk, find, ls -lR and tar: treeDir/dNN/sNN/fNNNNNN,
@@ -212,6 +215,16 @@ var emptyFixture = &fixture{
 	layers: 1,
 	fill:   func(context.Context, Sizes, int, int, string) error { return nil },
 	bytes:  func(Sizes, int) int64 { return 0 },
+}
+
+// createFixture is emptyFixture for the workloads that create and delete
+// thousands of files, on a journaled file system.
+var createFixture = &fixture{
+	name:      "create",
+	layers:    1,
+	fill:      emptyFixture.fill,
+	bytes:     emptyFixture.bytes,
+	journaled: true,
 }
 
 // The Go module of build: modDir, with BuildPkgs packages p0...pN, each

@@ -95,9 +95,6 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	defer func() { err = errors.Join(err, r.cleanup()) }()
 
-	if note := scratchNote(r.scratch); note != "" {
-		rep.Notes = append(rep.Notes, note)
-	}
 	r.canDrop = os.Geteuid() == 0
 	if !r.canDrop {
 		rep.Notes = append(rep.Notes, "not root: cold rows ran with warm caches")
@@ -197,9 +194,21 @@ func (r *runner) progress(format string, args ...any) {
 // measurements of ws, and takes it all down again.
 func (r *runner) group(ctx context.Context, ws []*Workload) (err error) {
 	fx := ws[0].fixture
-	gdir := filepath.Join(r.scratch, fx.name)
-	if err := os.Mkdir(gdir, 0o755); err != nil {
+	base := filepath.Join(r.scratch, fx.name)
+	if err := os.Mkdir(base, 0o755); err != nil {
 		return err
+	}
+	gdir := base
+	if fx.journaled {
+		var need int64
+		for _, w := range ws {
+			need = max(need, w.diskBytes(r.o.Sizes, r.o.Runs, len(r.active)))
+		}
+		var note string
+		gdir, note = journaledDir(ctx, base, 2*need+1<<30, func(mnt string) { r.mounted = append(r.mounted, mnt) })
+		if note != "" {
+			r.rep.Notes = append(r.rep.Notes, note)
+		}
 	}
 	r.progress("building the %s fixture", fx.name)
 	lowers, err := fx.build(ctx, r.o.Sizes, r.o.Runs, gdir)
@@ -218,7 +227,7 @@ func (r *runner) group(ctx context.Context, ws []*Workload) (err error) {
 		err = errors.Join(err, r.unmountAll())
 		if err == nil {
 			r.progress("removing the %s fixture", fx.name)
-			err = os.RemoveAll(gdir)
+			err = os.RemoveAll(base)
 		}
 	}()
 	for _, s := range r.active {

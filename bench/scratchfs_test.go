@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,33 @@ func TestScratchNote(t *testing.T) {
 			}
 			if dev, _ := blockDevName(mnt); c.want && !strings.Contains(note, dev) {
 				t.Errorf("note %q does not name the device %s", note, dev)
+			}
+
+			// A journaled fixture's directory: a journaled ext4 made
+			// inside the unjournaled one, the journaled one itself.
+			var mounted []string
+			root, note := journaledDir(context.Background(), mnt, 64<<20, func(m string) { mounted = append(mounted, m) })
+			t.Cleanup(func() {
+				for _, m := range mounted {
+					if _, err := unmount(m); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+			if !c.want {
+				if root != mnt || note != "" || len(mounted) != 0 {
+					t.Fatalf("journaledDir on a journaled ext4 = %q, %q, mounted %v; want the dir itself", root, note, mounted)
+				}
+				return
+			}
+			if root == mnt || len(mounted) != 1 || mounted[0] != root {
+				t.Fatalf("journaledDir = %q (%q), mounted %v; want a new mount", root, note, mounted)
+			}
+			if dev := unjournaledExt4(root); dev != "" || scratchNote(root) != "" {
+				t.Errorf("%s is on %s, still without a journal", root, dev)
+			}
+			if err := os.WriteFile(filepath.Join(root, "f"), []byte("x"), 0o644); err != nil {
+				t.Error(err)
 			}
 		})
 	}
