@@ -55,7 +55,9 @@ asks for exactly N. With all five systems, the default sizes take about 5
 minutes on a quiet 2-core machine (the slower FUSE unions take most of it),
 --quick under a minute; --systems and --workloads choose less. Needs root to
 mount. The scratch data goes under --dir and is removed at the end, or on
-Ctrl-C, with everything unmounted.
+Ctrl-C, with everything unmounted. Where the scratch dir is on ext4 without
+a journal, whose inode reuse makes creates after deletes vary from run to run,
+small-files and untar run on a journaled ext4 made in it (a loop device).
 
 Exit status: 0 when the report is written; 2 for a usage error, an unknown
 system or workload, or a scratch directory without room, with nothing done;
