@@ -69,7 +69,7 @@ func journaledDir(ctx context.Context, dir string, size int64, mounted func(stri
 		if os.Geteuid() != 0 {
 			return errors.New("not root")
 		}
-		f, err := os.Create(img)
+		f, err := os.OpenFile(img, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err
 		}

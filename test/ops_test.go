@@ -301,7 +301,7 @@ func (r *opRun) asUser(uid, gid int, script string) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	cmd := exec.Command("/bin/sh", "-c", "cd /proc/self/fd/3 && umask 002 && "+script)
 	cmd.ExtraFiles = []*os.File{root}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}

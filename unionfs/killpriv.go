@@ -103,7 +103,7 @@ func (r *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) 
 }
 
 func (r *rawFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	if r.killpriv.Load() && in.Caller.Uid != 0 {
+	if r.killpriv.Load() && in.Uid != 0 {
 		if st := r.kill(cancel, &in.InHeader, in.Fh); !st.Ok() {
 			return st
 		}
@@ -115,7 +115,7 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	if r.killpriv.Load() && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0 {
 		// The answer carries the new mode: no notification needed.
 		var a fuse.AttrOut
-		if st := r.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, &a); !st.Ok() {
+		if st := r.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, &a); !st.Ok() {
 			return st
 		}
 		if a.Mode&syscall.S_IFMT == syscall.S_IFREG {
@@ -140,7 +140,7 @@ func (r *rawFS) kill(cancel <-chan struct{}, hdr *fuse.InHeader, fh uint64) fuse
 	if fh != 0 {
 		in.Flags_ = fuse.FUSE_GETATTR_FH
 	}
-	if st := r.RawFileSystem.GetAttr(cancel, in, &a); !st.Ok() {
+	if st := r.GetAttr(cancel, in, &a); !st.Ok() {
 		return st
 	}
 	m := killedMode(a.Mode&07777, func() bool { return callerInGroup(&hdr.Caller, a.Gid) })

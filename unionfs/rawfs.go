@@ -65,6 +65,6 @@ func (r *rawFS) withHandle(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Di
 	own := *in
 	own.Fh = opened.Fh
 	st := read(cancel, &own, out)
-	r.RawFileSystem.ReleaseDir(&fuse.ReleaseIn{InHeader: in.InHeader, Fh: opened.Fh})
+	r.ReleaseDir(&fuse.ReleaseIn{InHeader: in.InHeader, Fh: opened.Fh})
 	return st
 }

@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log"
 	"path/filepath"
@@ -302,7 +303,7 @@ func (s *serveLoop) read(slot int) {
 		if err != nil {
 			s.leaveLocked(slot)
 			s.mu.Unlock()
-			if err != fusedev.ErrUnmounted {
+			if !errors.Is(err, fusedev.ErrUnmounted) {
 				s.logger.Printf("strata: %v", err)
 			}
 			return
