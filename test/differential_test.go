@@ -312,14 +312,17 @@ func diffCases() []diffCase {
 		{name: "setid/dropped-by-unprivileged-writes", layers: layers(layer(
 			fFileM("w", "w", 0o4777), fFileM("t", "t", 0o6777), fFileM("a", "a", 0o4777),
 			fFileM("g", "g", 0o2777), fFileM("gnox", "gnox", 0o2767), fFileM("r", "r", 0o4777),
-			fFileM("c", "c", 0o4755), fFileM("keep", "k", 0o4777), fFileM("otrunc", "o", 0o4777))),
+			fFileM("c", "c", 0o4755), fFileM("keep", "k", 0o4777), fFileM("otrunc", "o", 0o4777),
+			fFileM("cg", "cg", 0o2745), fChown("cg", 0, 2000), fFileM("cgx", "cgx", 0o2755), fChown("cgx", 0, 2000))),
 			ops: func(r *opRun) {
 				r.asUser(1000, 1000, "echo more >> w; truncate -s 1 t; fallocate -l 65536 a; echo x >> g; echo x >> gnox; cat keep >/dev/null; echo new > otrunc")
 				r.appendTo("r", "root")
 				r.lchown("c", 1000, 1000)
+				r.lchown("cg", 1000, 2000)
+				r.lchown("cgx", 1000, 2000)
 				r.asUser(1000, 1000, "chmod 4777 c && echo y >> c")
 				r.asUser(1000, 1000, "dd if=/dev/zero of=w bs=1 count=1 seek=100 conv=notrunc status=none")
-				for _, f := range []string{"w", "t", "a", "g", "gnox", "r", "c", "keep", "otrunc"} {
+				for _, f := range []string{"w", "t", "a", "g", "gnox", "r", "c", "keep", "otrunc", "cg", "cgx"} {
 					r.stat(f, false)
 				}
 			}},

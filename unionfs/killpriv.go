@@ -103,7 +103,7 @@ func (r *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) 
 }
 
 func (r *rawFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	if r.killpriv.Load() && in.Uid != 0 {
+	if caller := &in.Caller; r.killpriv.Load() && caller.Uid != 0 {
 		if st := r.kill(cancel, &in.InHeader, in.Fh); !st.Ok() {
 			return st
 		}
@@ -119,7 +119,10 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 			return st
 		}
 		if a.Mode&syscall.S_IFMT == syscall.S_IFREG {
-			inGroup := func() bool { return callerInGroup(&in.Caller, a.Gid) }
+			// A chown carries the flag whoever makes it; root keeps a
+			// set-group-ID bit without group execute (in_group_or_capable).
+			caller := &in.Caller // not in.Uid: a SETATTR's own Uid is the new owner
+			inGroup := func() bool { return caller.Uid == 0 || callerInGroup(caller, a.Gid) }
 			if m := killedMode(a.Mode&07777, inGroup); m != a.Mode&07777 {
 				own := *in
 				own.Valid |= fuse.FATTR_MODE
