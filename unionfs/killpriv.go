@@ -13,8 +13,10 @@ import (
 // Who drops set-ID bits: FUSE_HANDLE_KILLPRIV_V2.
 //
 // A write(2), truncate or fallocate by a caller without CAP_FSETID drops the
-// file's set-user-ID bit, and its set-group-ID bit if group execute is set; any
-// write drops its file capability (security.capability). Before each write
+// file's set-user-ID bit, and its set-group-ID bit if group execute is set or
+// the caller is not in the file's group; a chown drops them whoever makes it
+// (root keeps set-group-ID without group execute); any write drops the file's
+// capability (security.capability). Before each write
 // the kernel asks whether there is anything to drop. Without
 // FUSE_HANDLE_KILLPRIV_V2 it cannot remember the answer for a FUSE inode, so
 // every write(2), passed through or not, cost a GETXATTR round trip: a 1 GiB
@@ -24,9 +26,9 @@ import (
 // With the flag the kernel remembers, per inode, that nothing is to be
 // dropped (S_NOSEC, until the next attribute change), asks once, and leaves
 // the set-ID bits to the file system. It says so on each request: a WRITE
-// carries FUSE_WRITE_KILL_SUIDGID, and a SETATTR (truncate, chown)
-// FATTR_KILL_SUIDGID, when the caller lacks CAP_FSETID. A FALLOCATE carries
-// nothing; strata counts every caller but root as lacking it. Capabilities
+// carries FUSE_WRITE_KILL_SUIDGID and a truncating SETATTR FATTR_KILL_SUIDGID
+// when the caller lacks CAP_FSETID, a chown's SETATTR always. A FALLOCATE
+// carries nothing; strata counts every caller but root as lacking it. Capabilities
 // the kernel still drops itself, with a REMOVEXATTR.
 //
 // A write passed through to the upper file never reaches strata, and strata
