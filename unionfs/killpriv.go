@@ -87,21 +87,25 @@ func callerInGroup(c *fuse.Caller, gid uint32) bool {
 }
 
 func (r *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	if r.killpriv.Load() && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		if st := r.kill(cancel, &in.InHeader, in.Fh); !st.Ok() {
-			return 0, st
-		}
+	if st := r.killForWrite(cancel, in); !st.Ok() {
+		return 0, st
 	}
 	return r.RawFileSystem.Write(cancel, in, data)
 }
 
 func (r *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	if r.killpriv.Load() && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		if st := r.kill(cancel, &in.InHeader, in.Fh); !st.Ok() {
-			return 0, st
-		}
+	if st := r.killForWrite(cancel, in); !st.Ok() {
+		return 0, st
 	}
 	return r.RawFileSystem.Writev(cancel, in, data)
+}
+
+// killForWrite drops the set-ID bits before a WRITE the kernel marked.
+func (r *rawFS) killForWrite(cancel <-chan struct{}, in *fuse.WriteIn) fuse.Status {
+	if !r.killpriv.Load() || in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
+		return fuse.OK
+	}
+	return r.kill(cancel, &in.InHeader, in.Fh)
 }
 
 func (r *rawFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
