@@ -17,9 +17,19 @@ import (
 // file itself and these methods only see what it does not take over.
 type file struct {
 	node        *node
-	fd          int
+	fd          int  // -1 until a deferred open (below) happens
 	lower       bool // fd is a lower layer's file, opened read-only
 	passthrough bool
+
+	// A reader of a lower file served from the page cache opens it at its
+	// first need, not at OPEN: most opens of a small file find its pages
+	// cached and read nothing, and then cost no system call at all (tar of
+	// a tree read before, a build reading its sources). layer, rel and flags
+	// say which file; lower layers do not change while mounted, so the
+	// later open finds the file an open at OPEN would have found.
+	layer int
+	rel   string
+	flags int
 
 	// mu guards fd against its swap by reopenUpper and its close. Lock
 	// order: the node's mu, then this.
@@ -60,33 +70,39 @@ func (f *file) handle() fs.FileHandle {
 }
 
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	n, err := unix.Pread(f.fd, dest, off)
-	if err != nil {
-		return nil, toErrno(err)
+	var n int
+	errno := f.use(func(fd int, _ bool) syscall.Errno {
+		var err error
+		n, err = unix.Pread(fd, dest, off)
+		return toErrno(err)
+	})
+	if errno != 0 {
+		return nil, errno
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	if f.lower {
-		return 0, syscall.EBADF // never reached: writers open the upper copy
-	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	n, err := unix.Pwrite(f.fd, data, off)
-	return uint32(n), toErrno(err)
+	var n int
+	errno := f.use(func(fd int, lower bool) syscall.Errno {
+		if lower {
+			return syscall.EBADF // never reached: writers open the upper copy
+		}
+		var err error
+		n, err = unix.Pwrite(fd, data, off)
+		return toErrno(err)
+	})
+	return uint32(n), errno
 }
 
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	const fdatasync = 1 // FUSE_FSYNC_FDATASYNC
-	if flags&fdatasync != 0 {
-		return toErrno(unix.Fdatasync(f.fd))
-	}
-	return toErrno(unix.Fsync(f.fd))
+	return f.use(func(fd int, _ bool) syscall.Errno {
+		const fdatasync = 1 // FUSE_FSYNC_FDATASYNC
+		if flags&fdatasync != 0 {
+			return toErrno(unix.Fdatasync(fd))
+		}
+		return toErrno(unix.Fsync(fd))
+	})
 }
 
 // Flush is close(2) of one descriptor of the file, on kernels that send it
@@ -114,23 +130,29 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true
+	if f.fd < 0 {
+		return 0 // never opened
+	}
 	return toErrno(unix.Close(f.fd))
 }
 
 func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	n, err := unix.Seek(f.fd, int64(off), int(whence))
-	return uint64(n), toErrno(err)
+	var n int64
+	errno := f.use(func(fd int, _ bool) syscall.Errno {
+		var err error
+		n, err = unix.Seek(fd, int64(off), int(whence))
+		return toErrno(err)
+	})
+	return uint64(n), errno
 }
 
 func (f *file) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
-	if f.lower {
-		return syscall.EBADF
-	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return toErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
+	return f.use(func(fd int, lower bool) syscall.Errno {
+		if lower {
+			return syscall.EBADF
+		}
+		return toErrno(unix.Fallocate(fd, mode, int64(off), int64(size)))
+	})
 }
 
 // openFlags are the FOPEN flags of every open file. FOPEN_KEEP_CACHE: the
@@ -199,6 +221,9 @@ func (n *node) openFile(flags int) (*file, error) {
 	if l != upperLayer {
 		// Lower layers are read-only, whatever the caller asked.
 		flags = flags&^(syscall.O_ACCMODE|syscall.O_TRUNC|syscall.O_APPEND) | syscall.O_RDONLY
+		if !n.u.lowerMayPassThrough() {
+			return n.addLazy(l, rel, flags|syscall.O_NOFOLLOW), nil
+		}
 	}
 	fd, err := beneath.Open(n.u.layers[l].files, rel, flags|syscall.O_NOFOLLOW, 0)
 	if err != nil {
@@ -265,6 +290,26 @@ func (n *node) addFile(fd int, lower, viaStrata bool) (*file, error) {
 	return f, nil
 }
 
+// lowerMayPassThrough reports whether an open of a lower file may pass
+// through (addFile), which needs its descriptor at once.
+func (u *union) lowerMayPassThrough() bool {
+	return u.passthrough.Load() && (u.readOnly() || u.lowerPassthrough)
+}
+
+// addLazy registers a cached handle of the lower file rel of layer l that
+// opens it at its first need (file.use).
+func (n *node) addLazy(l int, rel string, flags int) *file {
+	f := &file{node: n, fd: -1, lower: true, layer: l, rel: rel, flags: flags}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cached++
+	if n.fds == nil {
+		n.fds = map[*file]struct{}{}
+	}
+	n.fds[f] = struct{}{}
+	return f
+}
+
 // writes reports whether open(2) flags open for writing.
 func writes(flags uint32) bool { return flags&syscall.O_ACCMODE != syscall.O_RDONLY }
 
@@ -291,15 +336,38 @@ func passesThrough(fd int) bool {
 }
 
 // use calls fn with the handle's descriptor and whether it is a lower file's,
-// held against a swap by reopenUpper and a close by Release for the call. fn
-// must not take the node's lock (the lock order is node, then file).
+// held against a swap by reopenUpper and a close by Release for the call,
+// opening a deferred one first. fn must not take the node's lock (the lock
+// order is node, then file).
 func (f *file) use(fn func(fd int, lower bool) syscall.Errno) syscall.Errno {
 	f.mu.RLock()
+	if f.fd < 0 && !f.closed {
+		f.mu.RUnlock()
+		if errno := f.open(); errno != 0 {
+			return errno
+		}
+		f.mu.RLock()
+	}
 	defer f.mu.RUnlock()
 	if f.closed {
 		return syscall.EBADF
 	}
 	return fn(f.fd, f.lower)
+}
+
+// open opens a deferred handle's file (addLazy).
+func (f *file) open() syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fd >= 0 || f.closed {
+		return 0 // opened, or moved to the copy, meanwhile
+	}
+	fd, err := beneath.Open(f.node.u.layers[f.layer].files, f.rel, f.flags, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	f.fd = fd
+	return 0
 }
 
 // dupUpper returns a descriptor of the caller's own for the handle's file, ESTALE
@@ -343,7 +411,9 @@ func (f *file) reopenUpper(rel string) {
 	if err != nil {
 		return
 	}
-	_ = unix.Close(f.fd) // read-only: nothing to flush
+	if f.fd >= 0 {
+		_ = unix.Close(f.fd) // read-only: nothing to flush
+	}
 	f.fd = fd
 	f.lower = false
 }

@@ -157,3 +157,73 @@ func TestReadOnlyView(t *testing.T) {
 		t.Errorf("the layer's file: %q, %v", data, err)
 	}
 }
+
+// TestLazyLowerOpen: a cached reader of a lower file opens it at its first
+// read, not before; a copy-up before that read moves it to the copy, and a
+// handle never read closes nothing.
+func TestLazyLowerOpen(t *testing.T) {
+	lowerDir, upperDir := t.TempDir(), t.TempDir()
+	for dir, data := range map[string]string{lowerDir: "lower", upperDir: "upper"} {
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := testUnion(t, true)
+	for _, dir := range []string{upperDir, lowerDir} {
+		l, err := openLayer(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Close(l.root) })
+		u.layers = append(u.layers, l)
+	}
+	if u.lowerMayPassThrough() {
+		t.Fatal("a writable union without lower passthrough lets lower files pass through")
+	}
+	n := &node{u: u, layer: 1}
+	read := func(f *file) string {
+		t.Helper()
+		buf := make([]byte, 16)
+		res, errno := f.Read(context.Background(), buf, 0)
+		if errno != 0 {
+			t.Fatalf("read: %v", errno)
+		}
+		data, _ := res.Bytes(buf)
+		return string(data)
+	}
+
+	unread := n.addLazy(1, "f", unix.O_RDONLY|unix.O_NOFOLLOW)
+	if unread.fd != -1 || unread.passthrough {
+		t.Fatalf("deferred handle: fd %d, passthrough %v; want -1, false", unread.fd, unread.passthrough)
+	}
+	if errno := unread.Release(context.Background()); errno != 0 {
+		t.Fatalf("release of a handle never read: %v", errno)
+	}
+
+	r := n.addLazy(1, "f", unix.O_RDONLY|unix.O_NOFOLLOW)
+	if got := read(r); got != "lower" {
+		t.Errorf("first read = %q, want the lower file's", got)
+	}
+	if r.fd < 0 || !r.lower {
+		t.Errorf("after a read: fd %d, lower %v; want an open lower file", r.fd, r.lower)
+	}
+	moved := n.addLazy(1, "f", unix.O_RDONLY|unix.O_NOFOLLOW)
+	if n.cached != 2 {
+		t.Errorf("cached = %d, want 2", n.cached)
+	}
+	moved.reopenUpper("f") // what a copy-up does to every handle of the node
+	if got := read(moved); got != "upper" || moved.lower {
+		t.Errorf("read after a copy-up = %q (lower %v), want the copy's", got, moved.lower)
+	}
+	for _, f := range []*file{r, moved} {
+		if errno := f.Release(context.Background()); errno != 0 {
+			t.Fatalf("release: %v", errno)
+		}
+	}
+	if n.cached != 0 || len(n.fds) != 0 {
+		t.Errorf("after release: cached %d, %d handles; want none", n.cached, len(n.fds))
+	}
+	if _, errno := r.Read(context.Background(), make([]byte, 4), 0); errno != syscall.EBADF {
+		t.Errorf("read after release: %v, want EBADF", errno)
+	}
+}
