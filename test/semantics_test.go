@@ -1,14 +1,17 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -550,4 +553,88 @@ func TestExec(t *testing.T) {
 			run("lower-true")
 		})
 	}
+}
+
+// TestBigReads: big reads of a lower file, which strata splices from the
+// layer, give the file's bytes: sequential and at odd offsets, several
+// readers at once, cold and from the page cache, O_DIRECT, to the end of a
+// file whose size is no multiple of a read, and after a copy-up under an
+// open reader, the copy's bytes.
+func TestBigReads(t *testing.T) {
+	data := make([]byte, 9<<20+4321)
+	for i := range data {
+		data[i] = byte(i*7 + i>>12)
+	}
+	s := newStack(t, 1, func(_ int, dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "big"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	mnt := mountStrata(t, s, whiteout.OCI)
+	p := filepath.Join(mnt, "big")
+
+	check := func(what string, f *os.File, off int64, size int) {
+		t.Helper()
+		buf := make([]byte, size)
+		n, err := f.ReadAt(buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.Fatalf("%s: read %d at %d: %v", what, size, off, err)
+		}
+		want := data[min(off, int64(len(data))):min(off+int64(size), int64(len(data)))]
+		if n != len(want) || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("%s: read %d at %d: got %d bytes, want %d, equal %v", what, size, off, n, len(want), bytes.Equal(buf[:n], want))
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.Open(p)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			got, err := io.ReadAll(bufio.NewReaderSize(f, 1<<20))
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("reader %d: %d bytes, %v, equal %v", g, len(got), err, bytes.Equal(got, data))
+			}
+		}()
+	}
+	wg.Wait()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, c := range []struct {
+		off  int64
+		size int
+	}{{0, 1 << 20}, {12345, 700 << 10}, {int64(len(data)) - 5000, 1 << 20}, {int64(len(data)) + 1, 4096}} {
+		check("cached", f, c.off, c.size)
+	}
+	d, err := os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, off := range []int64{0, 1 << 20, 8 << 20} {
+		check("O_DIRECT", d, off, 1<<20)
+	}
+
+	// A writer copies the file up under the open reader, which then reads
+	// the copy.
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(data[3<<20:], bytes.Repeat([]byte("copy"), 1<<18))
+	if _, err := w.WriteAt(data[3<<20:4<<20], 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("after a copy-up", f, 3<<20-100, 1<<20)
 }

@@ -176,11 +176,18 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	if u.upper == nil {
 		options = append(options, "ro")
 	}
+	// A READ is spliced whole or not at all (splice.go): where pipes stay
+	// at 1 MiB (no CAP_SYS_RESOURCE), READs stop two pages short of it.
+	splicer := newSplicer(maxIO)
+	maxRead := maxIO
+	if splicer != nil {
+		maxRead = min(maxRead, splicer.max&^(pageSize-1))
+	}
 	dev, err := fusedev.Mount(mountpoint, fusedev.Options{
 		Source:  fsname,
 		Subtype: "strata",
 		Options: options,
-		MaxRead: maxIO,
+		MaxRead: maxRead,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
@@ -196,7 +203,8 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 	mopts := fuse.MountOptions{
 		MaxWrite:     maxIO,
 		MaxReadAhead: maxIO,
-		// Reads answer with bytes, never a descriptor to splice from.
+		// go-fuse's own splicing needs its serving loop; strata's loop
+		// splices big reads itself (splice.go).
 		DisableSplice:        true,
 		EnableSymlinkCaching: true,
 		EnableAcl:            true,
@@ -213,9 +221,10 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 		Logger:          logger,
 		ServerCallbacks: kernel,
 	}
-	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts), kernel: kernel}
+	raw := &rawFS{RawFileSystem: fs.NewNodeFS(root, opts), kernel: kernel, splicer: splicer}
 	loop := newServeLoop(dev, fuse.NewProtocolServer(raw, &opts.MountOptions), logger, cfg.Debug)
 	loop.extraCaps = capHandleKillprivV2
+	loop.splicer = raw.splicer
 	flags, err := loop.init()
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
@@ -229,7 +238,7 @@ func Mount(mountpoint string, cfg Config) (_ *Server, err error) {
 
 	u.passthrough.Store(probePassthrough(kernel, logger))
 	if os.Geteuid() == 0 {
-		if err := mounts.SetReadahead(mountpoint, maxIO>>10); err != nil {
+		if err := mounts.SetReadahead(mountpoint, maxRead>>10); err != nil {
 			logger.Printf("strata: readahead stays at the kernel's default: %v", err)
 		}
 	}

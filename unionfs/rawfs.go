@@ -25,6 +25,7 @@ const capNoOpendirSupport = 1 << 24
 type rawFS struct {
 	fuse.RawFileSystem
 	kernel    kernelCalls
+	splicer   *splicer    // nil: big reads are copied (splice.go)
 	noOpendir atomic.Bool // the kernel takes ENOSYS for OPENDIR
 	killpriv  atomic.Bool // strata drops set-ID bits (killpriv.go)
 }
@@ -67,4 +68,14 @@ func (r *rawFS) withHandle(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Di
 	st := read(cancel, &own, out)
 	r.ReleaseDir(&fuse.ReleaseIn{InHeader: in.InHeader, Fh: opened.Fh})
 	return st
+}
+
+// Read tags a big read of a file served through strata with its request, so
+// that it can be spliced (fileRead.Readv).
+func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	res, st := r.RawFileSystem.Read(cancel, in, buf)
+	if fr, ok := res.(*fileRead); ok && r.splicer != nil {
+		fr.sp, fr.unique = r.splicer, in.Unique
+	}
+	return res, st
 }

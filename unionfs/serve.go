@@ -89,6 +89,8 @@ type serveLoop struct {
 	// extraCaps are INIT capabilities (the low 32 bits) strata asks for
 	// beyond go-fuse's.
 	extraCaps uint32
+	// splicer holds the answers of READs spliced from a layer (splice.go).
+	splicer *splicer
 
 	mu      sync.Mutex
 	waiting int // readers blocked in read(2)
@@ -366,6 +368,9 @@ func refusePoll(mountpoint string) error {
 	return nil
 }
 
+// opRead is FUSE_READ's opcode.
+const opRead = 15
+
 // answer hands the request in b.in[:n] to go-fuse and writes its answer.
 func (s *serveLoop) answer(b *buffers, n int) error {
 	m, st := s.ps.HandleRequest([][]byte{b.in[:n]}, [][]byte{b.out})
@@ -374,6 +379,11 @@ func (s *serveLoop) answer(b *buffers, n int) error {
 	}
 	if m == 0 {
 		return nil // FORGET and the like take no answer
+	}
+	if s.splicer != nil && binary.NativeEndian.Uint32(b.in[4:]) == opRead {
+		if p, ok := s.splicer.take(binary.NativeEndian.Uint64(b.in[8:])); ok {
+			return s.splicer.send(p, s.dev, int(binary.NativeEndian.Uint32(b.out[0:])))
+		}
 	}
 	if s.debug {
 		unique := binary.NativeEndian.Uint64(b.out[8:])

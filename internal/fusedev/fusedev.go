@@ -283,6 +283,25 @@ func (d *Dev) Write(pieces ...[]byte) error {
 	}
 }
 
+// Splice writes one answer of n bytes, header and data, from the pipe r, by
+// reference to the pipe's pages rather than through a buffer. Like Write, it
+// takes ENOENT (an interrupted request) for done.
+func (d *Dev) Splice(r int, n int) error {
+	for {
+		m, err := unix.Splice(r, nil, d.fd, nil, n, 0)
+		switch {
+		case err == nil && int(m) == n, errors.Is(err, unix.ENOENT):
+			return nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err == nil:
+			return fmt.Errorf("splice to /dev/fuse: %d of %d bytes", m, n)
+		default:
+			return os.NewSyscallError("splice to /dev/fuse", err)
+		}
+	}
+}
+
 // backingMap is struct fuse_backing_map (<linux/fuse.h>).
 type backingMap struct {
 	fd      int32
