@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/strata-fs/strata/unionfs"
 	"github.com/strata-fs/strata/whiteout"
 )
 
@@ -637,4 +638,54 @@ func TestBigReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a copy-up", f, 3<<20-100, 1<<20)
+}
+
+// TestSpliceNoLeak: a union that spliced reads leaves no descriptor open
+// behind it once unmounted (its pipes among them).
+func TestSpliceNoLeak(t *testing.T) {
+	requireRoot(t)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	s := newStack(t, 1, func(_ int, dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "big"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	openFds := func() int {
+		t.Helper()
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := openFds()
+	for range 3 {
+		mnt := filepath.Join(t.TempDir(), "merged")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := unionfs.Mount(mnt, unionfs.Config{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if got, err := os.ReadFile(filepath.Join(mnt, "big")); err != nil || !bytes.Equal(got, data) {
+					t.Errorf("read: %v, equal %v", err, bytes.Equal(got, data))
+				}
+			}()
+		}
+		wg.Wait()
+		if err := srv.Unmount(); err != nil {
+			_ = unix.Unmount(mnt, unix.MNT_DETACH)
+			t.Fatalf("unmount: %v", err)
+		}
+		srv.Wait()
+	}
+	if after := openFds(); after != before {
+		t.Errorf("%d descriptors open after three mounts and unmounts, %d before", after, before)
+	}
 }

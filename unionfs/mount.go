@@ -349,5 +349,8 @@ func (s *Server) Wait() {
 		// Descriptors only; nothing to report after unmount.
 		_ = s.dev.Close()
 		_ = s.union.close()
+		if s.loop.splicer != nil {
+			s.loop.splicer.close()
+		}
 	})
 }

@@ -35,9 +35,14 @@ const spliceMin = 64 << 10
 // (fileRead.Readv, inside ProtocolServer.HandleRequest), and the serving loop
 // sends the pipe in its place (serveLoop.answer).
 type splicer struct {
-	max     int // the biggest read a pipe holds with its header
-	pipes   sync.Pool
+	max     int      // the biggest read a pipe holds with its header
 	pending sync.Map // request id → *pipe holding its whole answer
+
+	// free are the empty pipes, one per reader at most in use at a time. A
+	// free list of its own, not a sync.Pool: a pool drops what it holds at a
+	// garbage collection, and a dropped pipe is two descriptors leaked.
+	mu   sync.Mutex
+	free []*pipe
 }
 
 // pipe is a pipe sized for one answer.
@@ -57,7 +62,7 @@ func newSplicer(maxRead int) *splicer {
 		return nil
 	}
 	s.max = size - 2*pageSize // a data slot spare, for reads not on a page boundary
-	s.pipes.Put(p)
+	s.free = append(s.free, p)
 	return s
 }
 
@@ -89,9 +94,14 @@ func (p *pipe) close() {
 
 // get returns an empty pipe of the splicer's size.
 func (s *splicer) get() (*pipe, error) {
-	if p, ok := s.pipes.Get().(*pipe); ok {
+	s.mu.Lock()
+	if n := len(s.free); n > 0 {
+		p := s.free[n-1]
+		s.free = s.free[:n-1]
+		s.mu.Unlock()
 		return p, nil
 	}
+	s.mu.Unlock()
 	p, size, err := newPipe(s.max + 2*pageSize)
 	if err != nil {
 		return nil, err
@@ -103,6 +113,21 @@ func (s *splicer) get() (*pipe, error) {
 	return p, nil
 }
 
+// close closes the free pipes, once the loop has stopped.
+func (s *splicer) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.free {
+		p.close()
+	}
+	s.free = nil
+	s.pending.Range(func(k, v any) bool { // answers nobody sent: none, unless a write failed
+		v.(*pipe).close()
+		s.pending.Delete(k)
+		return true
+	})
+}
+
 // take returns the pipe holding the answer to request unique, if one does.
 func (s *splicer) take(unique uint64) (*pipe, bool) {
 	v, ok := s.pending.LoadAndDelete(unique)
@@ -112,13 +137,19 @@ func (s *splicer) take(unique uint64) (*pipe, bool) {
 	return v.(*pipe), true
 }
 
-// put gives back a pipe that was emptied; one that may hold bytes is closed.
+// put gives back a pipe that was emptied; one that may hold bytes is closed,
+// and so is one more than the readers can use at once.
 func (s *splicer) put(p *pipe, empty bool) {
-	if !empty {
-		p.close()
-		return
+	if empty {
+		s.mu.Lock()
+		if len(s.free) < maxReaders {
+			s.free = append(s.free, p)
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
 	}
-	s.pipes.Put(p)
+	p.close()
 }
 
 // fileRead is a READ of a file served through strata, done when go-fuse
