@@ -23,8 +23,8 @@ import (
 // header is written into the pipe before the data, so it must say the data's
 // length before the data is read: the length asked for. A read that comes
 // back short (the end of the file) is taken out of the pipe again and answered
-// from the daemon's buffer, which costs one read(2) more on the last request
-// of a file.
+// from the daemon's buffer, which costs a few system calls more on the last
+// request of a file.
 
 // spliceMin is the smallest read worth three system calls instead of two: a
 // pread and a write of 64 KiB copy about as long as the splices take.
