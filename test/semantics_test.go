@@ -658,8 +658,13 @@ func TestSpliceNoLeak(t *testing.T) {
 		}
 		return len(ents)
 	}
-	before := openFds()
-	for range 3 {
+	before := -1
+	for i := range 4 {
+		if i == 1 {
+			// After one round: what the runtime opens once for good (its
+			// poller) is not a leak.
+			before = openFds()
+		}
 		mnt := filepath.Join(t.TempDir(), "merged")
 		if err := os.Mkdir(mnt, 0o755); err != nil {
 			t.Fatal(err)
@@ -686,6 +691,6 @@ func TestSpliceNoLeak(t *testing.T) {
 		srv.Wait()
 	}
 	if after := openFds(); after != before {
-		t.Errorf("%d descriptors open after three mounts and unmounts, %d before", after, before)
+		t.Errorf("%d descriptors open after three more mounts and unmounts, %d before", after, before)
 	}
 }
