@@ -130,13 +130,55 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 		n.cached--
 	}
 	n.mu.Unlock()
+	n.u.open.remove(f)
+	return toErrno(f.close())
+}
+
+// close closes the handle's descriptor, if it has one, for good.
+func (f *file) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
 	f.closed = true
 	if f.fd < 0 {
-		return 0 // never opened
+		return nil // never opened
 	}
-	return toErrno(unix.Close(f.fd))
+	return unix.Close(f.fd)
+}
+
+// openFiles is the set of handles not yet released.
+type openFiles struct {
+	mu    sync.Mutex
+	files map[*file]struct{}
+}
+
+func (o *openFiles) add(f *file) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.files == nil {
+		o.files = map[*file]struct{}{}
+	}
+	o.files[f] = struct{}{}
+}
+
+func (o *openFiles) remove(f *file) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.files, f)
+}
+
+// closeAll closes every handle left, once the kernel can send no more
+// requests.
+func (o *openFiles) closeAll() {
+	o.mu.Lock()
+	files := o.files
+	o.files = nil
+	o.mu.Unlock()
+	for f := range files {
+		_ = f.close() // after unmount: nobody to tell
+	}
 }
 
 func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
@@ -290,6 +332,7 @@ func (n *node) addFile(fd int, lower, viaStrata bool) (*file, error) {
 		n.fds = map[*file]struct{}{}
 	}
 	n.fds[f] = struct{}{}
+	n.u.open.add(f)
 	return f, nil
 }
 
@@ -303,6 +346,7 @@ func (u *union) lowerMayPassThrough() bool {
 // opens it at its first need (file.use).
 func (n *node) addLazy(l int, rel string, flags int) *file {
 	f := &file{node: n, fd: -1, lower: true, layer: l, rel: rel, flags: flags}
+	n.u.open.add(f)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.cached++

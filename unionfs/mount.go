@@ -306,6 +306,7 @@ func readOnlyView(root int) (int, error) {
 }
 
 func (u *union) close() error {
+	u.open.closeAll()
 	var errs []error
 	for _, l := range u.layers {
 		if l != nil {

@@ -37,6 +37,11 @@ type union struct {
 
 	ids identities
 
+	// open holds every file handle not yet released, so that an unmount
+	// closes those whose RELEASE the kernel never sent (it drops them with
+	// the connection): a server in a process that lives on would leak them.
+	open openFiles
+
 	// selinux is set when the host runs SELinux (selinuxfs is mounted):
 	// only then does a file without a label differ from one that cannot
 	// have one.
