@@ -73,16 +73,22 @@ func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 	if len(dest) >= spliceMin {
 		return &fileRead{f: f, off: off, size: len(dest)}, 0 // splice.go
 	}
-	var n int
-	errno := f.use(func(fd int, _ bool) syscall.Errno {
-		var err error
-		n, err = unix.Pread(fd, dest, off)
-		return toErrno(err)
-	})
+	n, errno := f.pread(dest, off)
 	if errno != 0 {
 		return nil, errno
 	}
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// pread reads the handle's file at off into buf.
+func (f *file) pread(buf []byte, off int64) (int, syscall.Errno) {
+	var n int
+	errno := f.use(func(fd int, _ bool) syscall.Errno {
+		var err error
+		n, err = unix.Pread(fd, buf, off)
+		return toErrno(err)
+	})
+	return n, errno
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
@@ -328,11 +334,7 @@ func (n *node) addFile(fd int, lower, viaStrata bool) (*file, error) {
 	} else {
 		n.cached++
 	}
-	if n.fds == nil {
-		n.fds = map[*file]struct{}{}
-	}
-	n.fds[f] = struct{}{}
-	n.u.open.add(f)
+	n.registerLocked(f)
 	return f, nil
 }
 
@@ -346,15 +348,21 @@ func (u *union) lowerMayPassThrough() bool {
 // opens it at its first need (file.use).
 func (n *node) addLazy(l int, rel string, flags int) *file {
 	f := &file{node: n, fd: -1, lower: true, layer: l, rel: rel, flags: flags}
-	n.u.open.add(f)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.cached++
+	n.registerLocked(f)
+	return f
+}
+
+// registerLocked records a new handle of the node, and of the union (for
+// an unmount to close); the caller holds the node's lock.
+func (n *node) registerLocked(f *file) {
 	if n.fds == nil {
 		n.fds = map[*file]struct{}{}
 	}
 	n.fds[f] = struct{}{}
-	return f
+	n.u.open.add(f)
 }
 
 // writes reports whether open(2) flags open for writing.

@@ -173,18 +173,14 @@ func (r *fileRead) Done()     {}
 
 // Bytes reads into buf, for callers that want the data in memory.
 func (r *fileRead) Bytes(buf []byte) ([]byte, fuse.Status) {
-	n, errno := r.pread(buf[:min(len(buf), r.size)])
+	n, errno := r.f.pread(buf[:min(len(buf), r.size)], r.off)
 	return buf[:n], fuse.Status(errno)
 }
 
-func (r *fileRead) pread(buf []byte) (int, syscall.Errno) {
-	var n int
-	errno := r.f.use(func(fd int, _ bool) syscall.Errno {
-		var err error
-		n, err = unix.Pread(fd, buf, r.off)
-		return toErrno(err)
-	})
-	return n, errno
+// copied reads into buf the plain way, for a read that is not spliced.
+func (r *fileRead) copied(buf []byte) (int, fuse.Status) {
+	n, errno := r.f.pread(buf, r.off)
+	return n, fuse.Status(errno)
 }
 
 // Readv is how go-fuse's ProtocolServer takes the data, into the answer's
@@ -197,21 +193,18 @@ func (r *fileRead) Readv(dst [][]byte) (int, fuse.Status) {
 	}
 	buf := dst[0][:r.size]
 	if r.sp == nil || r.size > r.sp.max {
-		n, errno := r.pread(buf)
-		return n, fuse.Status(errno)
+		return r.copied(buf)
 	}
 	p, err := r.sp.get()
 	if err != nil {
-		n, errno := r.pread(buf)
-		return n, fuse.Status(errno)
+		return r.copied(buf)
 	}
 	var hdr [16]byte // struct fuse_out_header
 	binary.NativeEndian.PutUint32(hdr[0:], uint32(len(hdr)+r.size))
 	binary.NativeEndian.PutUint64(hdr[8:], r.unique)
 	if _, err := unix.Write(p.w, hdr[:]); err != nil {
 		r.sp.put(p, false)
-		n, errno := r.pread(buf)
-		return n, fuse.Status(errno)
+		return r.copied(buf)
 	}
 	n := 0
 	errno := r.f.use(func(fd int, _ bool) syscall.Errno {
@@ -241,7 +234,7 @@ func (r *fileRead) Readv(dst [][]byte) (int, fuse.Status) {
 		return 0, fuse.EIO
 	}
 	r.sp.put(p, true)
-	rest, errno := (&fileRead{f: r.f, off: r.off + int64(n)}).pread(buf[n:])
+	rest, errno := r.f.pread(buf[n:], r.off+int64(n))
 	if errno != 0 {
 		return 0, fuse.Status(errno)
 	}
